@@ -1,0 +1,3 @@
+"""furlora: train SDXL inpainting LoRAs for fur and fine texture."""
+
+__version__ = "0.1.0"
