@@ -47,6 +47,9 @@ def _quiet_third_party() -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    # bitsandbytes warns at import that its optional 4-bit CPU kernels are missing; furlora only
+    # uses its 8-bit optimizers, so that warning is noise for our users.
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
