@@ -23,6 +23,7 @@ from furlora.eval.settings import EvalSettings
 from furlora.lora.settings import LoraSettings
 from furlora.models.settings import ModelSettings
 from furlora.settings_base import Settings
+from furlora.tokens.settings import TokenSettings
 from furlora.train.settings import TrainSettings
 
 
@@ -35,6 +36,7 @@ class RunConfig(Settings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     data: DataSettings = Field(default_factory=DataSettings)
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
 
