@@ -162,6 +162,10 @@ class DataSettings(Settings):
     regions: list[str] | None = Field(
         None, description="Region names to train (order = region_masks order). None: every region found. Others are reported as unknown."
     )
+    ignored_regions: list[str] = Field(
+        default_factory=list,
+        description="Region names that exist in the data but are not trained (counted and left out instead of reported as unknown).",
+    )
     region_weights: dict[str, float] = Field(
         default_factory=dict, description="Weight (0..1) of each region in the merged mask; missing names weigh 1."
     )
@@ -205,6 +209,14 @@ class DataSettings(Settings):
             raise ValueError("regions is empty: list at least one region name, or use null for every region found")
         return value
 
+    @field_validator("ignored_regions")
+    @classmethod
+    def _ignored(cls, value: list[str]) -> list[str]:
+        bad = [r for r in value if not REGION_NAME.match(r)]
+        if bad:
+            raise ValueError(f"region names may use letters, digits, '_' and '-' only, got {bad}")
+        return value
+
     @field_validator("default_region")
     @classmethod
     def _default_region(cls, value: str) -> str:
@@ -214,6 +226,9 @@ class DataSettings(Settings):
 
     @model_validator(mode="after")
     def _weights(self) -> "DataSettings":
+        both = sorted(set(self.regions or []) & set(self.ignored_regions))
+        if both:
+            raise ValueError(f"regions {both} are both in regions and in ignored_regions; keep each name in one list")
         for name, weight in self.region_weights.items():
             if not 0.0 <= weight <= 1.0:
                 raise ValueError(f"region_weights.{name} = {weight}: weights must be in [0, 1]")
