@@ -1,0 +1,33 @@
+"""Fresh tiny SDXL text encoders and tokenizers for each test (adding tokens mutates them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+
+def load_text_parts(folder: Path) -> SimpleNamespace:
+    """Both tiny encoders (frozen, eval mode) and both tokenizers of a diffusers SDXL folder."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    te1 = CLIPTextModel.from_pretrained(folder / "text_encoder").requires_grad_(False).eval()
+    te2 = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2").requires_grad_(False).eval()
+    return SimpleNamespace(
+        text_encoder=te1,
+        text_encoder_2=te2,
+        tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
+    )
+
+
+@pytest.fixture
+def text_parts(tiny_sdxl: Path) -> SimpleNamespace:
+    return load_text_parts(tiny_sdxl)
+
+
+@pytest.fixture
+def make_text_parts(tiny_sdxl: Path):
+    """A factory of independent fresh text parts (several 'processes' in one test)."""
+    return lambda: load_text_parts(tiny_sdxl)
