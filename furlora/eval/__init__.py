@@ -1,0 +1,49 @@
+"""Inpainting evaluation: multi-pass SDXL inpainting, seamless compositing, LoRA comparisons,
+fur-aware metrics and visual reports.
+
+One job per module (imports point down this list, never up):
+
+* ``settings``       EvalSettings / PassSettings, the ``eval:`` config section
+* ``passes``         per-pass and per-tile seeds, pass-list helpers
+* ``images``         reading images and masks; results back in the input's format
+* ``blend``          grow / shrink / feather, compositing (bit-identical outside the band)
+* ``regions``        whole image, crop-to-mask and tiles: the canvas the model sees
+* ``metrics``        pure numpy metrics (PSNR, SSIM, drift, seam error, detail, colour)
+* ``latents``        VAE encode / decode scaled like the pipeline
+* ``refiner``        the optional SDXL refiner pipeline
+* ``inpaint``        MultiPassInpainter
+* ``lora_variants``  LoRA files in the pipeline (checked first), off / on / scale variants
+* ``samples``        images + masks + prompts from a dataset folder or files
+* ``grid``, ``report``  comparison grids (PNG), tables (CSV, JSON) and the HTML page
+* ``compare``        run_comparison (the report) and inpaint_one (one image)
+* ``validation``     ValidationImages, a trainer callback rendering validation inpaintings
+
+The names below are imported lazily (``furlora.config`` imports ``furlora.eval.settings`` and
+must not wait for torch / diffusers).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EvalSettings": "furlora.eval.settings",
+    "PassSettings": "furlora.eval.settings",
+    "MultiPassInpainter": "furlora.eval.inpaint",
+    "InpaintResult": "furlora.eval.inpaint",
+    "run_comparison": "furlora.eval.compare",
+    "inpaint_one": "furlora.eval.compare",
+    "ComparisonResult": "furlora.eval.compare",
+    "EvalSample": "furlora.eval.samples",
+    "compute_metrics": "furlora.eval.metrics",
+    "ValidationImages": "furlora.eval.validation",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'furlora.eval' has no attribute {name!r}")

@@ -1,0 +1,229 @@
+"""Side-by-side comparison of LoRA variants by inpainting: :func:`run_comparison`.
+
+For every image x seed x variant (off / each LoRA at each scale) the same passes run with the
+same seeds, so outputs differ only by the LoRA. Metrics are computed on the saved output (in
+the input's own format) against the input, and the report folder is written
+(:mod:`furlora.eval.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from furlora.errors import EvaluationError
+from furlora.eval.grid import Column, mask_overlay, render_grid
+from furlora.eval.images import as_array, save_png, to_rgb_float
+from furlora.eval.inpaint import InpaintResult, MultiPassInpainter
+from furlora.eval.lora_variants import Variant, apply_variant, build_variants, check_lora_files, load_loras, unload_loras
+from furlora.eval.metrics import compute_metrics
+from furlora.eval.passes import summarize_passes
+from furlora.eval.report import grid_caption, summarize, write_html, write_tables
+from furlora.eval.samples import EvalSample, resolve_samples
+from furlora.eval.settings import EvalSettings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ComparisonResult:
+    """What :func:`run_comparison` wrote and measured."""
+
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    """One dict per image x seed x variant: sample, seed, variant and every metric (floats)."""
+    summary: dict[str, dict[str, float]]
+    """variant -> mean of each metric."""
+    variants: list[str]
+    grids: list[Path]
+    table_csv: Path
+    table_json: Path
+    html: Path
+    outputs: dict[tuple[str, int, str], Path] = field(default_factory=dict)
+    """(sample key, seed, variant) -> full-resolution output PNG."""
+    skipped: list[str] = field(default_factory=list)
+    """Samples that were not repainted (empty masks), with the reason."""
+
+
+def meta_modules(model_path: Path) -> dict[str, Any]:
+    """UNet and text encoders of a diffusers SDXL folder on the meta device (configs only, no weights)."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = json.loads((model_path / "unet" / "config.json").read_text(encoding="utf-8"))
+    with torch.device("meta"):
+        return {
+            "unet": UNet2DConditionModel.from_config(config),
+            "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(model_path / "text_encoder")),
+            "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(model_path / "text_encoder_2")),
+        }
+
+
+def prepare_inpainter(model: Any, lora_files: list[Any], settings: EvalSettings, *, dtype: str = "fp32",
+                      device: str = "cpu") -> MultiPassInpainter:
+    """An inpainter for ``model`` (a source string, SDXLComponents, pipeline or inpainter).
+
+    With a source string, LoRA files are checked against the model's configs before any weight loads.
+    """
+    if isinstance(model, MultiPassInpainter):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        from furlora.models.sdxl import inspect_model_folder, resolve_model_path
+
+        path = resolve_model_path(model)
+        inspect_model_folder(path)
+        if lora_files:
+            check_lora_files(lora_files, meta_modules(path))
+        return MultiPassInpainter.from_pretrained(str(path), settings, dtype=dtype, device=device)
+    return MultiPassInpainter(model, settings)
+
+
+def run_comparison(
+    model: Any,
+    lora_files: list[str | os.PathLike[str]] | None,
+    samples: Any,
+    out_dir: str | os.PathLike[str],
+    settings: EvalSettings | None = None,
+    *,
+    data_settings: Any = None,
+    dtype: str = "fp32",
+    device: str = "cpu",
+) -> ComparisonResult:
+    """Inpaint every sample with every variant and write the report folder.
+
+    ``model``: a model source (tiny name, folder, cached hub id), SDXLComponents, a diffusers SDXL
+    pipeline or a :class:`MultiPassInpainter`. ``lora_files``: diffusers or kohya safetensors
+    files (None / [] = the base model only). ``samples``: a dataset folder, EvalSamples or
+    (image, mask[, prompt]) tuples. Returns the metrics and the paths written.
+    """
+    settings = settings or EvalSettings()
+    lora_files = list(lora_files or [])
+    sample_list = resolve_samples(samples, settings, data_settings)  # dataset problems before any weight
+    inputs = [_load_sample(s, settings) for s in sample_list]
+    inpainter = prepare_inpainter(model, lora_files, settings, dtype=dtype, device=device)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    loras = load_loras(inpainter.pipeline, lora_files)
+    try:
+        variants = build_variants(loras, settings)
+        rows, grids, outputs, skipped = _run_all(inpainter, sample_list, inputs, variants, settings, out)
+    finally:
+        if loras:
+            unload_loras(inpainter.pipeline)
+    extra = {
+        "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
+        "loras": [str(x.path) for x in loras],
+        "variants": [v.name for v in variants],
+        "seeds": list(settings.seeds),
+        "passes": summarize_passes(list(settings.passes)),
+        "unet_channels": inpainter.pipeline.unet.config.in_channels,
+        "skipped": skipped,
+    }
+    table_csv, table_json = write_tables(out, rows, extra)
+    title = "furlora inpainting comparison"
+    html_path = write_html(out, title, rows, grids, extra)
+    logger.info("comparison report written to %s", html_path)
+    return ComparisonResult(out, rows, summarize(rows), [v.name for v in variants], [g for _, g in grids],
+                            table_csv, table_json, html_path, outputs, skipped)
+
+
+def _load_sample(sample: EvalSample, settings: EvalSettings) -> tuple[np.ndarray, Any]:
+    """The sample's image array (checked now, so a bad file fails before the model loads) and mask."""
+    from furlora.eval.images import layout_of, load_mask, match_mask_size
+
+    image = as_array(sample.image, f"image of sample {sample.key}")
+    layout_of(image, f"image of sample {sample.key}")
+    mask = match_mask_size(load_mask(sample.mask, f"mask of sample {sample.key}"), image.shape[:2],
+                           settings.resize_mask, f"mask of sample {sample.key}")
+    return image, mask
+
+
+def _run_all(inpainter: MultiPassInpainter, samples: list[EvalSample], inputs: list[tuple[np.ndarray, Any]],
+             variants: list[Variant], settings: EvalSettings, out: Path) -> tuple[Any, ...]:
+    from tqdm.auto import tqdm
+
+    rows: list[dict[str, Any]] = []
+    grids: list[tuple[str, Path]] = []
+    outputs: dict[tuple[str, int, str], Path] = {}
+    skipped: list[str] = []
+    total = len(samples) * len(settings.seeds) * len(variants) * len(settings.passes)
+    with tqdm(total=total, desc="compare", unit="pass", disable=not settings.progress) as bar:
+        for sample, (image, mask) in zip(samples, inputs):
+            for seed in settings.seeds:
+                results: list[tuple[str, InpaintResult, dict[str, float]]] = []
+                for variant in variants:
+                    bar.set_postfix_str(f"{sample.key} seed {seed} {variant.name}")
+                    apply_variant(inpainter.pipeline, variant, settings.component_scales)
+                    result = inpainter.inpaint(image, mask, prompt=sample.prompt, seed=seed, progress=bar)
+                    if result.skipped:  # the same for every variant: report once, move on
+                        if f"{sample.key}: {result.skipped}" not in skipped:
+                            skipped.append(f"{sample.key}: {result.skipped}")
+                        bar.update(len(settings.passes) * len(variants))
+                        break
+                    metrics = _metrics(result, sample, settings)
+                    rows.append({"sample": sample.key, "seed": seed, "variant": variant.name, **metrics})
+                    results.append((variant.name, result, metrics))
+                    if settings.report.save_images:
+                        path = out / "images" / _safe(sample.key) / f"{_safe(variant.name)}_s{seed}.png"
+                        outputs[(sample.key, seed, variant.name)] = save_png(path, result.image)
+                if results:
+                    grids.append((f"{sample.key} seed {seed}", _write_grid(results, sample, seed, settings, out)))
+    return rows, grids, outputs, skipped
+
+
+def _metrics(result: InpaintResult, sample: EvalSample, settings: EvalSettings) -> dict[str, float]:
+    """Metrics of the delivered output (the input's format, quantised) against the input."""
+    output, _ = to_rgb_float(result.image, "output")
+    m = settings.metrics
+    regions = {k: np.asarray(v) for k, v in sample.regions.items() if np.asarray(v).shape == result.mask.shape}
+    return compute_metrics(
+        output, result.input_rgb, result.mask, result.band, seam_mask=result.seam_mask, regions=regions,
+        seam_width=m.seam_width, ring_width=m.ring_width, detail_sigma=m.detail_sigma, ssim_sigma=m.ssim_sigma,
+    )
+
+
+def _write_grid(results: list[tuple[str, InpaintResult, dict[str, float]]], sample: EvalSample, seed: int,
+                settings: EvalSettings, out: Path) -> Path:
+    first = results[0][1]
+    columns = [Column("input", first.input_rgb, []), Column("mask", mask_overlay(first.input_rgb, first.mask, first.band), [])]
+    for name, result, metrics in results:
+        output, _ = to_rgb_float(result.image, "output")
+        columns.append(Column(name, output, grid_caption(metrics)))
+    r = settings.report
+    image = render_grid(columns, first.seam_mask, r.thumbnail_size, r.zoom_crops, r.zoom_size,
+                        title=f"{sample.key}  seed {seed}")
+    return save_png(out / "grids" / f"{_safe(sample.key)}_s{seed}.png", image)
+
+
+def _safe(name: str) -> str:
+    """A file-name-safe version of a sample key or variant name (keys may hold '/')."""
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
+
+
+def inpaint_one(model: Any, image: Any, mask: Any, out: str | os.PathLike[str], *, prompt: str | None = None,
+                lora_files: list[Any] | None = None, lora_scale: float = 1.0, seed: int = 0,
+                settings: EvalSettings | None = None, dtype: str = "fp32", device: str = "cpu") -> InpaintResult:
+    """Inpaint one image (optionally with LoRA files at ``lora_scale``) and save the result to ``out`` (PNG)."""
+    settings = settings or EvalSettings()
+    target = Path(out)
+    if target.suffix.lower() != ".png":
+        raise EvaluationError(f"output {target}: furlora writes PNG (lossless, keeps 16-bit); use a .png name")
+    as_array(image, "image")
+    inpainter = prepare_inpainter(model, list(lora_files or []), settings, dtype=dtype, device=device)
+    loras = load_loras(inpainter.pipeline, list(lora_files or []))
+    try:
+        if loras:
+            apply_variant(inpainter.pipeline, Variant("lora", {x.adapter: lora_scale for x in loras}), settings.component_scales)
+        result = inpainter.inpaint(image, mask, prompt=prompt, seed=seed)
+    finally:
+        if loras:
+            unload_loras(inpainter.pipeline)
+    save_png(target, result.image)
+    return result
