@@ -1,0 +1,334 @@
+"""Crash-safe step checkpoints: write-then-rename, fsync, a completeness marker with checksums.
+
+Layout of one checkpoint folder ``<dir>/step-00000120/``::
+
+    state.safetensors     every tensor: LoRA weights (fp32), EMA copy, optimizer, LR scheduler,
+                          grad scaler and RNG states, packed into one buffer per dtype
+    trainer.json          global step, data position, counters, config and config hash, and
+                          the structure that unpacks the tensors (furlora.train.state_io)
+    COMPLETE.json         the marker: every other file's size and sha256, written last
+
+Nothing in a checkpoint is unpickled when it is read.
+The folder is written as ``.tmp-step-00000120-<pid>``: every file is fsynced, then the marker,
+then the folder itself, and only then renamed to ``step-00000120`` (an atomic rename) and the
+parent folder fsynced. A kill at any moment therefore leaves either no new checkpoint or a
+complete one. Retention deletes old checkpoints only after the new one is complete, and renames
+them to ``.deleting-...`` first so a half-deleted folder is never mistaken for a checkpoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from furlora.errors import CheckpointError, TrainingError
+from furlora.train.state_io import flatten_state, unflatten_state
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+MARKER = "COMPLETE.json"
+_NAME = re.compile(r"^step-(\d{8})$")
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+@dataclass
+class CheckpointState:
+    """Everything needed to continue training exactly (tensors may be live: :func:`pack` copies)."""
+
+    step: int
+    lora: dict[str, torch.Tensor]
+    training: dict[str, Any]
+    """optimizer / lr_scheduler / scaler / rng state dicts (tensors, numbers, strings, lists, tuples, dicts)."""
+    meta: dict[str, Any]
+    """JSON-serialisable: data position, counters, config, config_hash."""
+    ema: dict[str, torch.Tensor] | None = None
+    path: Path | None = field(default=None, compare=False)
+
+
+@dataclass
+class PackedCheckpoint:
+    """A private copy of a :class:`CheckpointState`: tensors packed per dtype, ready to write."""
+
+    step: int
+    buffers: dict[str, torch.Tensor]
+    skeleton: Any
+    meta: dict[str, Any]
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def pack(state: CheckpointState) -> PackedCheckpoint:
+    """Copy every tensor of ``state`` into a few CPU buffers (one ``torch.cat`` per dtype).
+
+    Cheap enough to run in the training thread at every step; afterwards training may change
+    the live tensors while the packed copy is written in the background.
+    """
+    buffers, skeleton = flatten_state({"lora": state.lora, "ema": state.ema, "training": state.training})
+    return PackedCheckpoint(step=state.step, buffers=buffers, skeleton=skeleton, meta=state.meta)
+
+
+def snapshot(value: Any) -> Any:
+    """A deep copy with every tensor cloned to the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: snapshot(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [snapshot(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(snapshot(v) for v in value)
+    return value
+
+
+# ----------------------------------------------------------------------------- writing
+
+def _encode_files(packed: PackedCheckpoint) -> dict[str, bytes]:
+    from safetensors.torch import save as save_safetensors
+
+    meta = {**packed.meta, "format": FORMAT_VERSION, "step": packed.step, "state": packed.skeleton}
+    return {
+        "state.safetensors": save_safetensors(packed.buffers, metadata={"step": str(packed.step)}),
+        "trainer.json": json.dumps(meta, sort_keys=True).encode(),  # compact: the C encoder is fast
+    }
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_checkpoint(
+    directory: str | Path, state: CheckpointState | PackedCheckpoint, _before_rename: Callable[[], None] | None = None
+) -> Path:
+    """Write ``state`` as ``<directory>/step-NNNNNNNN`` atomically and return its path.
+
+    Raises :class:`TrainingError` when the disk is full (the temporary folder is removed and
+    earlier checkpoints are untouched) and :class:`CheckpointError` on other I/O errors.
+    """
+    directory = Path(directory)
+    final = directory / checkpoint_name(state.step)
+    tmp = directory / f".tmp-{checkpoint_name(state.step)}-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        files = _encode_files(state if isinstance(state, PackedCheckpoint) else pack(state))
+        marker: dict[str, Any] = {"format": FORMAT_VERSION, "step": state.step, "files": {}}
+        for name, data in files.items():
+            _write_file(tmp / name, data)
+            marker["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        marker["config_hash"] = state.meta.get("config_hash")
+        _write_file(tmp / MARKER, json.dumps(marker, indent=1, sort_keys=True).encode())
+        _fsync_dir(tmp)
+        if _before_rename is not None:
+            _before_rename()
+        if final.exists():  # e.g. a damaged checkpoint of the same step that resume skipped
+            _remove_tree(final)
+        os.replace(tmp, final)
+        _fsync_dir(directory)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        previous = latest_complete_name(directory)
+        kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        if exc.errno in _DISK_FULL:
+            raise TrainingError(
+                f"disk full while writing checkpoint {final}; {kept}. Free disk space (or lower "
+                "train.checkpoint.keep_last), then resume with --resume auto."
+            ) from None
+        raise CheckpointError(f"cannot write checkpoint {final}: {exc}; {kept}.") from None
+    return final
+
+
+def _remove_tree(path: Path) -> None:
+    """Rename to ``.deleting-*`` first (atomic), then delete: never a half-deleted checkpoint."""
+    trash = path.with_name(f".deleting-{path.name}-{os.getpid()}")
+    os.replace(path, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def apply_retention(directory: str | Path, keep_last: int) -> list[Path]:
+    """Delete all but the newest ``keep_last`` complete checkpoints; returns the deleted paths.
+
+    Incomplete or damaged folders are not counted and not touched here.
+    """
+    complete = [p for p in list_checkpoints(directory) if (p / MARKER).is_file()]
+    doomed = complete[:-keep_last] if keep_last > 0 else complete
+    for path in doomed:
+        _remove_tree(path)
+        logger.debug("retention: deleted %s", path)
+    return doomed
+
+
+def clean_stale(directory: str | Path) -> list[Path]:
+    """Remove temporary and half-deleted folders that a killed run left behind."""
+    directory = Path(directory)
+    removed = []
+    if directory.is_dir():
+        for path in directory.iterdir():
+            if path.is_dir() and path.name.startswith((".tmp-step-", ".deleting-step-")):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+# ----------------------------------------------------------------------------- reading
+
+def list_checkpoints(directory: str | Path) -> list[Path]:
+    """Checkpoint folders (named step-NNNNNNNN), oldest first. Complete or not."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [p for p in directory.iterdir() if p.is_dir() and _NAME.match(p.name)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def latest_complete_name(directory: str | Path) -> str | None:
+    complete = [p for p in list_checkpoints(directory) if (p / MARKER).is_file()]
+    return complete[-1].name if complete else None
+
+
+def verify_checkpoint(path: str | Path) -> list[str]:
+    """Problems with a checkpoint folder (empty list = complete and every checksum matches)."""
+    path = Path(path)
+    marker_path = path / MARKER
+    if not path.is_dir():
+        return [f"{path}: no such checkpoint folder"]
+    if not marker_path.is_file():
+        return [f"{path.name}: no {MARKER} (the write did not finish)"]
+    try:
+        marker = json.loads(marker_path.read_text())
+        files = marker["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{path.name}: unreadable {MARKER} ({exc})"]
+    problems = []
+    for name, info in files.items():
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{path.name}/{name}: missing")
+            continue
+        data = file.read_bytes()
+        if len(data) != info.get("bytes"):
+            problems.append(f"{path.name}/{name}: {len(data)} bytes, expected {info.get('bytes')}")
+        elif hashlib.sha256(data).hexdigest() != info.get("sha256"):
+            problems.append(f"{path.name}/{name}: checksum mismatch")
+    return problems
+
+
+def read_checkpoint(path: str | Path) -> CheckpointState:
+    """Verify and load one checkpoint. Raises :class:`CheckpointError` if it is incomplete or damaged."""
+    from safetensors.torch import load as load_safetensors
+
+    path = Path(path)
+    problems = verify_checkpoint(path)
+    if problems:
+        raise CheckpointError("; ".join(problems))
+    try:
+        meta = json.loads((path / "trainer.json").read_text())
+        buffers = load_safetensors((path / "state.safetensors").read_bytes())
+        content = unflatten_state(meta.pop("state"), buffers)
+    except Exception as exc:  # checksums matched, so this is a format problem (other furlora version)
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {meta.get('format')} is not {FORMAT_VERSION}")
+    return CheckpointState(
+        step=int(meta["step"]), lora=content["lora"], training=content["training"], meta=meta, ema=content["ema"], path=path
+    )
+
+
+def find_resumable(directory: str | Path) -> tuple[CheckpointState | None, list[str]]:
+    """The newest checkpoint that verifies, and a description of each newer one that was skipped."""
+    skipped: list[str] = []
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            return read_checkpoint(path), skipped
+        except CheckpointError as exc:
+            skipped.append(str(exc))
+    return None, skipped
+
+
+# ----------------------------------------------------------------------------- async writer
+
+def _lower_thread_priority() -> None:
+    """Let the training thread win the CPU on a busy machine (Linux: per-thread nice value)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # other platforms, or not permitted: harmless
+        pass
+
+
+class CheckpointWriter:
+    """Writes checkpoints (in a background thread if ``asynchronous``) and applies retention.
+
+    At most one write is in flight: :meth:`save` first waits for the previous one. An error of
+    a background write is raised by the next :meth:`save` or :meth:`wait` in the caller's thread.
+    """
+
+    def __init__(self, directory: str | Path, keep_last: int, asynchronous: bool = True) -> None:
+        self.directory = Path(directory)
+        self.keep_last = keep_last
+        self.asynchronous = asynchronous
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self.last_written: Path | None = None
+        self.before_rename: Callable[[], None] | None = None  # test hook: runs inside the write
+
+    def save(self, state: CheckpointState) -> None:
+        """Copy ``state`` now (:func:`pack`), then write it (in the background if asynchronous)."""
+        self.wait()
+        packed = pack(state)
+        if not self.asynchronous:
+            self._write(packed)
+            self._raise_pending()
+            return
+        self._thread = threading.Thread(target=self._write, args=(packed,), name="furlora-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _write(self, state: PackedCheckpoint) -> None:
+        _lower_thread_priority()
+        try:
+            path = write_checkpoint(self.directory, state, self.before_rename)
+            apply_retention(self.directory, self.keep_last)
+            self.last_written = path
+            logger.debug("checkpoint %s written", path)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread
+            self._error = exc
+
+    def wait(self) -> None:
+        """Block until the pending write finished; raise its error, if any."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            if isinstance(error, (TrainingError, CheckpointError)):
+                raise error
+            raise CheckpointError(f"writing a checkpoint in {self.directory} failed: {error}") from error

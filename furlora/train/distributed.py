@@ -1,0 +1,38 @@
+"""Averaging across processes without DDP wrappers: one flat all-reduce per optimizer step.
+
+The LoRA gradients of every trained component (UNet and text encoders alike) are concatenated
+in a fixed order, summed with one collective and divided by the world size, so the result is the
+same on every process and the same from run to run (gloo on the CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def average_gradients(parameters: Sequence[torch.Tensor], world_size: int) -> None:
+    """Replace each parameter's ``.grad`` by its mean over the processes (missing grads count as 0)."""
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1).float() for g in grads])
+    dist.all_reduce(flat)
+    flat /= world_size
+    offset = 0
+    for p, g in zip(parameters, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(g).to(p.dtype)
+        offset += n
+
+
+def mean_over_processes(value: float, world_size: int, device: torch.device) -> float:
+    """The mean of a Python float over the processes (the value itself with one process)."""
+    if world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t.item() / world_size)

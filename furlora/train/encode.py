@@ -1,0 +1,178 @@
+"""VAE and text encoding of training batches, with optional in-memory caches.
+
+Latents are the VAE posterior *mean* times the scaling factor: deterministic, so caching them
+changes nothing numerically. The latent cache is keyed by a hash of the pixel content, so a new
+crop / flip / mask of the same image is a new entry and a stale entry can never be used. Text
+embeddings are cached per caption, only when no text encoder trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from furlora.models.conditioning import encode_tokens, tokenize
+
+logger = logging.getLogger(__name__)
+
+
+class TensorLRU:
+    """A bounded map from content keys to CPU tensors (least recently used entries go first)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Any | None:
+        value = self._items.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self._items.move_to_end(key)
+        self.hits += 1
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        size = _nbytes(value)
+        if key in self._items or size > self.max_bytes:
+            return
+        self._items[key] = value
+        self._bytes += size
+        while self._bytes > self.max_bytes:
+            _, old = self._items.popitem(last=False)
+            self._bytes -= _nbytes(old)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.element_size() * value.nelement()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+def parts_key(parts: Any) -> str | None:
+    """A cache key from a dataset's key-parts dict (None stays None: not cacheable)."""
+    if parts is None:
+        return None
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def content_key(tensor: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes."""
+    t = tensor.detach().to("cpu").contiguous()
+    digest = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    digest.update(t.view(torch.uint8).numpy().tobytes() if t.dtype != torch.uint8 else t.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class BatchEncoder:
+    """Encodes pixels to latents and captions to SDXL text conditioning.
+
+    ``components``: an :class:`~furlora.models.sdxl.SDXLComponents` (vae, text encoders,
+    tokenizers). ``cache_latents`` / ``cache_text``: keep results in memory (bounded).
+    """
+
+    def __init__(
+        self,
+        components: Any,
+        device: torch.device,
+        cache_latents: bool = True,
+        cache_text: bool = True,
+        max_cache_bytes: int = 1 << 30,
+    ) -> None:
+        self.components = components
+        self.device = device
+        self.latent_cache = TensorLRU(max_cache_bytes) if cache_latents else None
+        self.text_cache = TensorLRU(max_cache_bytes // 4) if cache_text else None
+        vae_config = components.vae.config
+        self.scaling_factor = float(vae_config.scaling_factor)
+        self.shift_factor = getattr(vae_config, "shift_factor", None)
+        self.vae_scale = 2 ** (len(vae_config.block_out_channels) - 1)
+        self.latent_channels = int(vae_config.latent_channels)
+
+    def latent_shape(self, pixel_shape: Sequence[int]) -> tuple[int, int, int, int]:
+        """[B, 3, H, W] pixels -> the [B, C, H/8, W/8] latent shape."""
+        b, _, h, w = pixel_shape
+        return (int(b), self.latent_channels, int(h) // self.vae_scale, int(w) // self.vae_scale)
+
+    @torch.no_grad()
+    def latents(
+        self, pixels: torch.Tensor, cache: bool = True, keys: Sequence[str | None] | None = None
+    ) -> torch.Tensor:
+        """float [B, 3, H, W] in [-1, 1] -> float32 [B, 4, H/8, W/8] scaled latents (on ``device``).
+
+        ``keys``: per-sample cache keys (None = do not cache that sample), e.g. from the
+        dataset's ``cache_keys``; without them a hash of the pixels is the key.
+        """
+        out: list[torch.Tensor | None] = [None] * pixels.shape[0]
+        use_cache = cache and self.latent_cache is not None
+        if keys is None:
+            keys = [content_key(pixels[i]) for i in range(pixels.shape[0])] if use_cache else [None] * pixels.shape[0]
+        if use_cache:
+            for i, key in enumerate(keys):
+                if key is not None:
+                    out[i] = self.latent_cache.get(key)
+        vae = self.components.vae
+        for i, value in enumerate(out):
+            if value is not None:
+                continue
+            # One image at a time: CPU kernels may round differently for other batch sizes, and a
+            # resumed run (empty cache) must get the very same latents as the uninterrupted one.
+            z = vae.encode(pixels[i : i + 1].to(self.device, dtype=vae.dtype)).latent_dist.mean
+            if self.shift_factor is not None:
+                z = z - self.shift_factor
+            z = (z * self.scaling_factor).float()[0]
+            out[i] = z
+            if use_cache and keys[i] is not None:
+                self.latent_cache.put(keys[i], z.detach().to("cpu"))
+        return torch.stack([t.to(self.device) for t in out])
+
+    def text(self, captions: Sequence[str], trainable: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions -> (prompt_embeds [B, 77, D1+D2], pooled [B, P]) in the encoders' dtype on ``device``.
+
+        ``trainable``: a text encoder has LoRA; gradients flow and nothing is cached. Cached
+        captions are encoded one at a time, so a cache hit equals what an empty cache computes.
+        """
+        comps = self.components
+        if trainable or self.text_cache is None:
+            ids_1 = tokenize(comps.tokenizer, captions)
+            ids_2 = tokenize(comps.tokenizer_2, captions)
+            context = torch.enable_grad() if trainable else torch.no_grad()
+            with context:
+                embeds, pooled = encode_tokens(comps.text_encoder, comps.text_encoder_2, ids_1, ids_2)
+            return embeds, pooled
+        results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        missing = []
+        for caption in dict.fromkeys(captions):
+            hit = self.text_cache.get(caption)
+            if hit is None:
+                missing.append(caption)
+            else:
+                results[caption] = hit
+        for caption in missing:
+            with torch.no_grad():
+                embeds, pooled = encode_tokens(
+                    comps.text_encoder,
+                    comps.text_encoder_2,
+                    tokenize(comps.tokenizer, [caption]),
+                    tokenize(comps.tokenizer_2, [caption]),
+                )
+                pair = (embeds[0].detach().to("cpu"), pooled[0].detach().to("cpu"))
+                self.text_cache.put(caption, pair)
+                results[caption] = pair
+        embeds = torch.stack([results[c][0] for c in captions]).to(self.device)
+        pooled = torch.stack([results[c][1] for c in captions]).to(self.device)
+        return embeds, pooled

@@ -1,0 +1,248 @@
+"""One training forward pass: the masked 4-channel objective and the 9-channel inpainting objective.
+
+Inputs of the SDXL inpainting UNet (as diffusers' ``StableDiffusionXLInpaintPipeline`` builds
+them at inference): ``cat([noisy_latents, mask, masked_image_latents], dim=1)`` = 4 + 1 + 4
+channels, where ``mask`` is the binary inpainting mask resized (nearest) to latent size and
+``masked_image_latents`` are the VAE latents of the image with the hole set to 0 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from furlora.models.conditioning import batch_micro_conditioning
+from furlora.train.encode import BatchEncoder, parts_key
+from furlora.train.loss import (
+    LossTerms,
+    diffusion_loss,
+    region_error_sums,
+    region_weight_map,
+    snr_weights,
+    to_latent_size,
+    weight_map,
+)
+from furlora.train.noise import StepDraws
+from furlora.train.settings import LossSettings
+
+
+@dataclass
+class PreparedBatch:
+    """A micro-batch in model space. Latent size = pixel size / 8.
+
+    ``latents`` float32 [B, 4, h, w]; ``loss_mask`` float32 [B, 1, h, w] (training mask,
+    region weights applied, not yet floored); ``region_masks`` float32 [B, R, h, w];
+    ``inpaint_mask`` float32 [B, 1, h, w] binary (inpaint objective only); ``masked_latents``
+    float32 [B, 4, h, w] (inpaint objective only); ``prompt_embeds`` [B, 77, D];
+    ``pooled`` [B, P]; ``time_ids`` float32 [B, 6].
+    """
+
+    latents: torch.Tensor
+    loss_mask: torch.Tensor
+    region_masks: torch.Tensor
+    region_names: list[list[str]]
+    prompt_embeds: torch.Tensor
+    pooled: torch.Tensor
+    time_ids: torch.Tensor
+    inpaint_mask: torch.Tensor | None = None
+    masked_latents: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def latent_inpaint_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Binary pixel mask [B, 1, H, W] -> latent-size mask [B, 1, h, w], nearest, as the SDXL inpaint pipeline does."""
+    return F.interpolate(mask.float(), size=size, mode="nearest")
+
+
+def unet_input(
+    noisy_latents: torch.Tensor, inpaint_mask: torch.Tensor | None, masked_latents: torch.Tensor | None
+) -> torch.Tensor:
+    """The UNet's ``sample`` argument: [B, 4, h, w] (base) or [B, 9, h, w] = noisy | mask | masked-image latents."""
+    if inpaint_mask is None:
+        return noisy_latents
+    if masked_latents is None:
+        raise ValueError("the inpainting objective needs masked_latents")
+    return torch.cat([noisy_latents, inpaint_mask.to(noisy_latents.dtype), masked_latents.to(noisy_latents.dtype)], dim=1)
+
+
+def _pairs(values: Any) -> list[list[int]]:
+    """Collated sizes (list of pairs, or a [B, 2] tensor, or a pair of [B] tensors) -> [[a, b], ...]."""
+    if isinstance(values, torch.Tensor):
+        return [[int(x) for x in row] for row in values.reshape(-1, 2).tolist()]
+    values = list(values)
+    if len(values) == 2 and all(isinstance(v, torch.Tensor) and v.ndim == 1 for v in values):
+        return [[int(a), int(b)] for a, b in zip(values[0].tolist(), values[1].tolist())]
+    return [[int(v[0]), int(v[1])] for v in values]
+
+
+def _region_names(batch: dict[str, Any], count: int) -> list[list[str]]:
+    names = batch.get("region_names")
+    if names is None:
+        return [[] for _ in range(count)]
+    if names and isinstance(names[0], str):  # a single sample's list
+        return [list(names) for _ in range(count)]
+    return [list(n) for n in names]
+
+
+def prepare_batch(
+    batch: dict[str, Any],
+    draws: StepDraws,
+    encoder: BatchEncoder,
+    inpaint: bool,
+    text_trainable: bool,
+    region_weights: dict[str, float] | None = None,
+) -> PreparedBatch:
+    """Encode a collated dataset batch (see furlora.data contract) for one micro-step.
+
+    Full-mask samples (``draws.full_mask``) get an all-ones inpainting mask and an all-zero
+    masked image, i.e. plain text-to-image.
+    """
+    device = encoder.device
+    pixels = batch["pixel_values"]
+    count = pixels.shape[0]
+    keys = None
+    if "cache_keys" in batch:  # the dataset knows when augmentation makes a sample uncacheable
+        keys = [parts_key((k or {}).get("latents")) for k in batch["cache_keys"]]
+    latents = encoder.latents(pixels, keys=keys)
+    size = tuple(latents.shape[-2:])
+    names = _region_names(batch, count)
+    region_masks = batch.get("region_masks")
+    if region_masks is None:
+        region_masks = torch.zeros((count, 0, *pixels.shape[-2:]))
+    region_masks = to_latent_size(region_masks, size).to(device)
+    if region_weights is not None:
+        loss_mask = region_weight_map(region_masks, names, region_weights)
+    else:
+        loss_mask = to_latent_size(batch["mask"], size).to(device)
+    prompt_embeds, pooled = encoder.text(list(batch["caption"]), trainable=text_trainable)
+    time_ids = batch_micro_conditioning(
+        _pairs(batch["original_size"]), _pairs(batch["crop_top_left"]), _pairs(batch["target_size"])
+    ).to(device)
+    prepared = PreparedBatch(
+        latents=latents,
+        loss_mask=loss_mask,
+        region_masks=region_masks,
+        region_names=names,
+        prompt_embeds=prompt_embeds,
+        pooled=pooled,
+        time_ids=time_ids,
+    )
+    if inpaint:
+        full = draws.full_mask.view(-1, 1, 1, 1)
+        pixel_mask = torch.where(full, torch.ones_like(batch["inpaint_mask"]), batch["inpaint_mask"].float())
+        masked_pixels = torch.where(full, torch.zeros_like(batch["masked_pixel_values"]), batch["masked_pixel_values"])
+        # Masked images change with every random mask: caching them would only grow the cache.
+        prepared.masked_latents = encoder.latents(masked_pixels, cache=False)
+        prepared.inpaint_mask = latent_inpaint_mask(pixel_mask, size).to(device)
+    return prepared
+
+
+def prediction_target(
+    noise_scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """What the UNet should output: the noise (epsilon) or the velocity (v-prediction)."""
+    if prediction_type == "epsilon":
+        return noise
+    if prediction_type == "v_prediction":
+        return noise_scheduler.get_velocity(latents, noise, timesteps)
+    raise ValueError(f"unknown prediction_type {prediction_type!r} (use epsilon or v_prediction)")
+
+
+def predict(unet: Any, prepared: PreparedBatch, noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """One UNet forward: [B, 4, h, w] prediction."""
+    sample = unet_input(noisy, prepared.inpaint_mask, prepared.masked_latents)
+    return unet(
+        sample,
+        timesteps,
+        encoder_hidden_states=prepared.prompt_embeds,
+        added_cond_kwargs={"text_embeds": prepared.pooled, "time_ids": prepared.time_ids},
+        return_dict=False,
+    )[0]
+
+
+@dataclass
+class StepOutput:
+    """The result of :func:`training_loss`: loss terms and per-region error sums (for logging)."""
+
+    loss: LossTerms
+    regions: dict[str, tuple[float, float]]
+
+
+def training_loss(
+    unet: Any,
+    prepared: PreparedBatch,
+    draws: StepDraws,
+    noise_scheduler: Any,
+    prediction_type: str,
+    loss_settings: LossSettings,
+    base_unet: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    log_regions: bool = True,
+) -> StepOutput:
+    """Noise the latents, run the UNet, and compute the configured loss.
+
+    ``base_unet``: a context manager factory under which ``unet`` computes the *base* model
+    (adapter disabled); needed for prior preservation. ``autocast``: mixed-precision context.
+    """
+    device = prepared.latents.device
+    noise = draws.noise.to(device)
+    timesteps = draws.timesteps.to(device)
+    latents = prepared.latents
+    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+    target = prediction_target(noise_scheduler, latents, noise, timesteps, prediction_type)
+    with autocast():
+        prediction = predict(unet, prepared, noisy, timesteps)
+    base_prediction = None
+    if loss_settings.prior_preservation_weight > 0:
+        if base_unet is None:
+            raise ValueError("prior preservation needs a way to disable the adapter (base_unet)")
+        with torch.no_grad(), base_unet(), autocast():
+            base_prediction = predict(unet, prepared, noisy, timesteps).detach()
+    sample_weights = None
+    if loss_settings.min_snr_gamma is not None:
+        sample_weights = snr_weights(noise_scheduler.alphas_cumprod, timesteps, loss_settings.min_snr_gamma, prediction_type)
+    terms = diffusion_loss(
+        prediction,
+        target,
+        weight_map(prepared.loss_mask, loss_settings.floor_weight),
+        normalize_by_area=loss_settings.normalize_by_area,
+        sample_weights=sample_weights,
+        detail_weight=loss_settings.detail_weight,
+        base_prediction=base_prediction,
+        prior_mask=prepared.loss_mask,
+        prior_weight=loss_settings.prior_preservation_weight,
+    )
+    regions = region_error_sums(prediction, target, prepared.region_masks, prepared.region_names) if log_regions else {}
+    return StepOutput(loss=terms, regions=regions)
+
+
+def resolve_prediction_type(setting: str, noise_scheduler: Any) -> str:
+    """'auto' -> the scheduler config's prediction type; otherwise the setting."""
+    if setting == "auto":
+        return str(getattr(noise_scheduler.config, "prediction_type", "epsilon"))
+    return setting
+
+
+def resolve_objective(setting: str, unet_in_channels: int, source: Sequence[str] | str = "model") -> bool:
+    """True for the 9-channel inpainting objective. Raises ConfigError when setting and UNet disagree."""
+    from furlora.errors import ConfigError
+
+    if setting == "auto":
+        return unet_in_channels == 9
+    if setting == "inpaint" and unet_in_channels != 9:
+        raise ConfigError(
+            f"train.objective is 'inpaint' but {source} has a {unet_in_channels}-channel UNet; the inpainting "
+            "objective needs a 9-channel inpainting UNet (e.g. tiny-sdxl-inpaint or "
+            "diffusers/stable-diffusion-xl-1.0-inpainting-0.1). Use train.objective=masked for a base model."
+        )
+    if setting == "masked" and unet_in_channels != 4:
+        raise ConfigError(
+            f"train.objective is 'masked' but {source} has a {unet_in_channels}-channel inpainting UNet; use "
+            "train.objective=inpaint (or auto) with it."
+        )
+    return setting == "inpaint"

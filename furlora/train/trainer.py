@@ -1,0 +1,491 @@
+"""The training loop on accelerate: accumulation, NaN guard, checkpoints, validation, export.
+
+Exact resume by construction: every random draw of step N comes from generators seeded by
+(seed, N, rank); the data position, optimizer, LR schedule, grad scaler, EMA and counters are
+checkpointed after whole optimizer steps. Training N steps straight and training with a kill at
+any moment plus ``--resume auto`` give bit-identical LoRA weights on the CPU.
+
+Distributed runs (``torchrun`` / ``accelerate launch``): each process takes its own micro-batch
+(:class:`~furlora.train.stream.BatchStream`), LoRA gradients are averaged with one all-reduce
+per optimizer step, the main process writes checkpoints, logs and files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from furlora.config import RunConfig
+from furlora.train.checkpoint import CheckpointState, CheckpointWriter, clean_stale, latest_complete_name
+from furlora.train.distributed import average_gradients, mean_over_processes
+from furlora.train.ema import AdapterEMA
+from furlora.train.encode import BatchEncoder
+from furlora.train.export import export_lora
+from furlora.train.guard import NonFiniteGuard
+from furlora.train.noise import draw_step
+from furlora.train.optim import build_optimizer
+from furlora.train.resume import check_compatible, config_hash, select_checkpoint
+from furlora.train.rng import capture_rng_state, derive_seed, restore_rng_state, seed_global_rngs
+from furlora.train.schedule import build_lr_scheduler, resolution_at
+from furlora.train.setup import (
+    attach_lora,
+    build_accelerator,
+    build_dataset,
+    configure_memory,
+    load_components,
+    out_of_memory,
+    preflight,
+    under,
+)
+from furlora.train.step import prepare_batch, resolve_prediction_type, training_loss
+from furlora.train.stream import BatchStream
+from furlora.train.tracking import RunTracker, memory_mib
+from furlora.train.validation import validation_loss
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[["Trainer"], None]
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+
+
+class Trainer:
+    """Trains the LoRA of one :class:`~furlora.config.RunConfig`.
+
+    ``resume``: "auto" (newest complete checkpoint, if any), "never", or a checkpoint path.
+    ``components`` / ``dataset`` / ``val_dataset`` / ``accelerator`` may be given to reuse
+    objects (tests, notebooks); otherwise they are built from the config. ``callbacks`` run
+    after every optimizer step with the trainer (e.g. custom logging, sampling).
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        resume: str = "auto",
+        components: Any | None = None,
+        dataset: Any | None = None,
+        val_dataset: Any | None = None,
+        accelerator: Any | None = None,
+        callbacks: Sequence[Callback] = (),
+        collate: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+    ) -> None:
+        self.config = config
+        self.settings = config.train
+        self.resume_mode = resume
+        self.callbacks = list(callbacks)
+        if self.settings.cpu_threads is not None:
+            torch.set_num_threads(self.settings.cpu_threads)
+        # Checks that need no weights come first: a bad config or dataset fails in seconds.
+        self.pre = preflight(config, dataset, val_dataset)
+        self.accelerator = accelerator or build_accelerator(config)
+        self.device = self.accelerator.device
+        self.rank = self.accelerator.process_index
+        self.world = self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        if collate is None:
+            from furlora.data.dataset import collate_samples as collate
+        self.collate = collate
+        self.components = components or load_components(config, self.pre.model_path, self.device)
+        self.inpaint = self.pre.inpaint
+        self.manager = attach_lora(self.components, config)
+        self.trained = config.lora.enabled_components()
+        configure_memory(self.components, self.settings, self.trained)
+        self.text_trainable = any(name in self.trained for name in TEXT_ENCODERS)
+        self.noise_scheduler = self.components.noise_scheduler
+        self.prediction_type = resolve_prediction_type(self.settings.prediction_type, self.noise_scheduler)
+        if self.prediction_type != self.noise_scheduler.config.prediction_type:
+            self.noise_scheduler.register_to_config(prediction_type=self.prediction_type)
+        self.encoder = BatchEncoder(
+            self.components,
+            self.device,
+            cache_latents=self.settings.cache_latents,
+            cache_text=self.settings.cache_text_embeddings and not self.text_trainable,
+        )
+        self.parameters = [p for p in self.manager.trainable_parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.manager.parameter_groups(), self.settings)
+        self.lr_scheduler = build_lr_scheduler(
+            self.optimizer, self.settings.lr_scheduler, self.settings.lr_warmup_steps, self.settings.max_steps
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.settings.mixed_precision == "fp16" else None
+        ema = self.settings.ema
+        self.ema = (
+            AdapterEMA(self.manager.lora_state_dict().items(), ema.decay, "cpu" if ema.device == "cpu" else self.device)
+            if ema.enabled
+            else None
+        )
+        self.guard = NonFiniteGuard(self.settings.nan_patience)
+        self.output_dir = self.pre.output_dir
+        self.checkpoint_dir = under(self.output_dir, self.settings.checkpoint.dir)
+        self.writer = CheckpointWriter(
+            self.checkpoint_dir, self.settings.checkpoint.keep_last, self.settings.checkpoint.asynchronous
+        )
+        self.config_dict = config.to_dict()
+        self.config_hash = config_hash(self.config_dict)
+        self.global_step = 0
+        self.phase: int | None = None
+        self.stream: BatchStream | None = None
+        self.resolution = config.data.resolution
+        self.resumed_from: str | None = None
+        self.validations: list[dict[str, float]] = []
+        self.last_metrics: dict[str, float] = {}
+        self.train_seconds = 0.0
+        self._segment_start: float | None = None
+        self.run_seconds = 0.0
+        self._last_saved_step = -1
+
+    def elapsed_seconds(self) -> float:
+        """Wall time of the training loop over every run of this training (resumes included)."""
+        running = time.perf_counter() - self._segment_start if self._segment_start is not None else 0.0
+        return self.train_seconds + running
+
+    # ------------------------------------------------------------------ precision
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The mixed-precision context of forward passes (LoRA weights stay fp32)."""
+        mode = self.settings.mixed_precision
+        if mode == "no":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+
+    # ------------------------------------------------------------------ data
+    def _ensure_phase(self) -> None:
+        """Switch dataset / stream when the resolution schedule enters a new phase."""
+        phase, resolution = resolution_at(self.global_step, self.settings.resolution_schedule, self.config.data.resolution)
+        if phase == self.phase and self.stream is not None:
+            return
+        from furlora.data.buckets import BucketBatchSampler
+
+        dataset = self.pre.dataset
+        if self.settings.resolution_schedule and resolution != getattr(getattr(dataset, "settings", None), "resolution", resolution):
+            dataset = build_dataset(self.config, resolution)
+            self.pre.dataset = dataset
+            logger.info("resolution schedule: step %d, training at %d px", self.global_step, resolution)
+        if self.stream is not None:
+            self.stream.close()
+        sampler = BucketBatchSampler(dataset, self.settings.batch_size, derive_seed(self.config.seed, "sampler", phase))
+        self.stream = BatchStream(dataset, sampler, self.collate, self.world, self.rank)
+        self.phase, self.resolution = phase, resolution
+
+    # ------------------------------------------------------------------ one step
+    def _train_step(self) -> dict[str, float]:
+        settings = self.settings
+        step = self.global_step
+        accumulation = settings.gradient_accumulation_steps
+        seed_global_rngs(self.config.seed, step, self.rank)
+        for name in ("unet", *TEXT_ENCODERS):
+            if name in self.trained:
+                getattr(self.components, name).train()
+        loss_sum = torch.zeros((), dtype=torch.float32)
+        terms: dict[str, float] = {}
+        regions: dict[str, list[float]] = {}
+        for micro in range(accumulation):
+            batch = self.stream.next()
+            shape = self.encoder.latent_shape(batch["pixel_values"].shape)
+            draws = draw_step(
+                self.config.seed, step, self.rank, micro, shape,
+                self.noise_scheduler.config.num_train_timesteps,
+                settings.loss.noise_offset,
+                settings.full_mask_fraction if self.inpaint else 0.0,
+            )
+            prepared = prepare_batch(batch, draws, self.encoder, self.inpaint, self.text_trainable, settings.loss.region_weights)
+            out = training_loss(
+                self.components.unet, prepared, draws, self.noise_scheduler, self.prediction_type, settings.loss,
+                base_unet=self.manager.disabled, autocast=self.autocast,
+            )
+            loss = out.loss.total / accumulation
+            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_sum += out.loss.total.detach().float().cpu()
+            for name in ("detail", "prior"):
+                value = getattr(out.loss, name)
+                if value is not None:
+                    terms[name] = terms.get(name, 0.0) + float(value) / accumulation
+            for name, (err, area) in out.regions.items():
+                acc = regions.setdefault(name, [0.0, 0.0])
+                acc[0] += err
+                acc[1] += area
+        local_loss = float(loss_sum) / accumulation
+        if self.world > 1:
+            average_gradients(self.parameters, self.world)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        max_norm = settings.max_grad_norm if settings.max_grad_norm is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
+        loss_value = mean_over_processes(local_loss, self.world, self.device)
+        loss_ok = math.isfinite(loss_value)
+        # fp16: inf gradients are the scaler's business (it skips and lowers the scale).
+        grads_ok = math.isfinite(grad_norm) or self.scaler is not None
+        updated = False
+        if self.guard.record(loss_value, grads_ok):
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            updated = True
+            if self.ema is not None and (step + 1) % settings.ema.every_n_steps == 0:
+                self.ema.update(self.manager.lora_state_dict().items())
+        else:
+            if self.scaler is not None:
+                self.scaler.update()
+            logger.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped", step, loss_value, grad_norm)
+        self.optimizer.zero_grad(set_to_none=True)
+        lr = self.lr_scheduler.get_last_lr()
+        self.lr_scheduler.step()
+        self.global_step += 1
+        metrics = {
+            "loss": loss_value,
+            "grad_norm": grad_norm,
+            "lr": float(lr[0]),
+            "skipped_steps": float(self.guard.total),
+            "updated": float(updated),
+            "memory_mib": memory_mib(self.device),
+            "resolution": float(self.resolution),
+        }
+        for group, value in zip(self.optimizer.param_groups, lr):
+            if "name" in group:
+                metrics[f"lr/{group['name']}"] = float(value)
+        for name, value in terms.items():
+            metrics[f"loss/{name}"] = value
+        for name, (err, area) in regions.items():
+            if name and area > 0:
+                metrics[f"loss/region/{name}"] = err / area
+        if self.scaler is not None:
+            metrics["grad_scale"] = float(self.scaler.get_scale())
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> CheckpointState:
+        """Everything needed to continue exactly from here (live tensors: the writer copies them)."""
+        training: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "rng": capture_rng_state(),
+        }
+        if self.scaler is not None:
+            training["scaler"] = self.scaler.state_dict()
+        meta = {
+            "global_step": self.global_step,
+            "stream": {"phase": self.phase, **(self.stream.state_dict() if self.stream else {"epoch": 0, "position": 0})},
+            "guard": self.guard.state_dict(),
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "validations": self.validations,
+            "train_seconds": self.elapsed_seconds(),
+            "config": self.config_dict,
+            "config_hash": self.config_hash,
+        }
+        return CheckpointState(
+            step=self.global_step,
+            lora=self.manager.named_lora_parameters(),  # live: the writer's pack() copies them
+            training=training,
+            meta=json.loads(json.dumps(meta)),
+            ema=self.ema.state_dict() if self.ema is not None else None,
+        )
+
+    def save_checkpoint(self) -> None:
+        """Write a checkpoint of the current step (main process; asynchronous if configured)."""
+        if self.is_main and self._last_saved_step != self.global_step:
+            self.writer.save(self.checkpoint_state())
+        self._last_saved_step = self.global_step
+
+    def _resume(self) -> None:
+        state = None
+        if self.is_main:
+            clean_stale(self.checkpoint_dir)
+        if self.is_main or self.world == 1:
+            state, skipped = select_checkpoint(self.resume_mode, self.checkpoint_dir)
+            for note in skipped:
+                logger.warning("skipping damaged checkpoint: %s", note)
+            if skipped and state is not None:
+                logger.warning("resuming from the previous complete checkpoint %s instead", state.path.name)
+        if self.world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            path = [str(state.path) if state is not None else None]
+            broadcast_object_list(path, from_process=0)
+            if not self.is_main and path[0] is not None:
+                state, _ = select_checkpoint(path[0], self.checkpoint_dir)
+        if state is None:
+            return
+        check_compatible(state, self.config_dict)
+        self.manager.load_lora_state_dict(state.lora)
+        self.optimizer.load_state_dict(state.training["optimizer"])
+        self.lr_scheduler.load_state_dict(state.training["lr_scheduler"])
+        if self.scaler is not None and "scaler" in state.training:
+            self.scaler.load_state_dict(state.training["scaler"])
+        restore_rng_state(state.training["rng"])
+        if self.ema is not None and state.ema is not None:
+            self.ema.load_state_dict(state.ema, state.meta.get("ema_updates", 0))
+        self.guard.load_state_dict(state.meta["guard"])
+        self.global_step = int(state.meta["global_step"])
+        self.validations = list(state.meta.get("validations", []))
+        self.train_seconds = float(state.meta.get("train_seconds", 0.0))
+        stream_state = state.meta["stream"]
+        self._ensure_phase()
+        if stream_state.get("phase") == self.phase:
+            self.stream.load_state_dict(stream_state)
+        self._last_saved_step = self.global_step
+        self.resumed_from = str(state.path)
+        logger.info("resumed from %s at step %d", state.path, self.global_step)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self, base: bool = False) -> float | None:
+        """The deterministic masked validation loss (with the adapter, or of the base model)."""
+        dataset = self.pre.val_dataset
+        if dataset is None:
+            return None
+        v = self.settings.validation
+        unet = self.components.unet
+        was_training = unet.training
+        unet.eval()
+        context = self.manager.disabled() if base else contextlib.nullcontext()
+        try:
+            with context:
+                return validation_loss(
+                    unet, self.encoder, dataset, self.collate, self.noise_scheduler, self.prediction_type,
+                    self.inpaint, self.config.seed, v.timesteps, v.max_samples, self.autocast,
+                )
+        finally:
+            unet.train(was_training)
+
+    def _run_validation(self, tracker: RunTracker, final: bool = False) -> None:
+        if self.pre.val_dataset is None:
+            return
+        if self.is_main:
+            entry = {"step": self.global_step, "val_loss": self.validate()}
+            if final:
+                entry["val_loss_base"] = self.validate(base=True)
+            self.validations.append(entry)
+            v = self.settings.validation
+            if v.sample_images:
+                from furlora.train.samples import write_sample_grid
+
+                write_sample_grid(
+                    self.components, self.pre.val_dataset, self.output_dir / "samples" / f"step-{self.global_step:08d}.png",
+                    num_images=v.num_images, steps=v.image_steps, seed=self.config.seed, disabled=self.manager.disabled,
+                )
+            tracker.log(self.global_step, {f"val/{k[4:] or 'loss'}" if k.startswith("val_") else k: v for k, v in entry.items() if k != "step"})
+        self.accelerator.wait_for_everyone()
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.max_steps``; returns (and writes) the run summary."""
+        settings = self.settings
+        try:
+            self._resume()
+            self._ensure_phase()
+            tracker = RunTracker(
+                self.accelerator, settings.max_steps, self.global_step, settings.log.every_n_steps,
+                settings.log.progress_bar, settings.log.tensorboard, self.config.name, self.config_dict,
+            )
+            try:
+                self._loop(tracker)
+            finally:
+                tracker.close()
+        except KeyboardInterrupt:
+            self._stop_writer_quietly()  # let a checkpoint being written complete
+            raise
+        except Exception as exc:
+            self._stop_writer_quietly()
+            oom = out_of_memory(exc, settings, self.resolution)
+            if oom is not None:
+                raise oom from exc
+            raise
+        finally:
+            if self.stream is not None:
+                self.stream.close()
+        return self.summary
+
+    def _loop(self, tracker: RunTracker) -> None:
+        settings = self.settings
+        every_ckpt = settings.checkpoint.every_n_steps
+        every_val = settings.validation.every_n_steps
+        if self.global_step == 0:
+            self._run_validation(tracker)
+        self._segment_start = started = time.perf_counter()
+        start_step = self.global_step
+        while self.global_step < settings.max_steps:
+            self._ensure_phase()
+            metrics = self._train_step()
+            self.last_metrics = metrics
+            if self.is_main:
+                tracker.step(self.global_step, metrics)
+            if self.guard.consecutive:
+                self.writer.wait()
+                self.guard.check(self.global_step, latest_complete_name(self.checkpoint_dir))
+            elif every_ckpt and self.global_step % every_ckpt == 0:
+                self.save_checkpoint()
+            if every_val and self.global_step % every_val == 0 and self.global_step < settings.max_steps:
+                self._run_validation(tracker)
+            for callback in self.callbacks:
+                callback(self)
+        self.run_seconds = time.perf_counter() - started
+        self.train_seconds += self.run_seconds
+        self._segment_start = None
+        self.steps_this_run = self.global_step - start_step
+        if self.guard.consecutive == 0:
+            self.save_checkpoint()
+        self.writer.wait()
+        self._run_validation(tracker, final=True)
+        if self.is_main:
+            self.export()
+            self.write_summary()
+        self.accelerator.wait_for_everyone()
+
+    def _stop_writer_quietly(self) -> None:
+        try:
+            self.writer.wait()
+        except Exception as exc:  # noqa: BLE001 - the original error matters more
+            logger.error("checkpoint writer: %s", exc)
+
+    # ------------------------------------------------------------------ outputs
+    def export(self) -> dict[str, str]:
+        """Write the LoRA in every configured format (and the EMA weights, if any)."""
+        metadata = {
+            "furlora_run": self.config.name,
+            "furlora_step": str(self.global_step),
+            "furlora_base_model": str(self.config.model.source),
+            "furlora_objective": "inpaint" if self.inpaint else "masked",
+        }
+        self.files = export_lora(
+            self.manager, self.ema, list(self.config.lora.save_formats), self.output_dir / "lora", self.config.name, metadata
+        )
+        return self.files
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The run summary (also written as ``train_summary.json``)."""
+        final = self.validations[-1] if self.validations else {}
+        steps = getattr(self, "steps_this_run", 0)
+        return {
+            "name": self.config.name,
+            "global_step": self.global_step,
+            "max_steps": self.settings.max_steps,
+            "objective": "inpaint" if self.inpaint else "masked",
+            "prediction_type": self.prediction_type,
+            "resumed_from": self.resumed_from,
+            "skipped_steps": self.guard.total,
+            "final_loss": self.last_metrics.get("loss"),
+            "val_loss": final.get("val_loss"),
+            "val_loss_base": final.get("val_loss_base"),
+            "validations": self.validations,
+            "train_seconds": self.train_seconds,
+            "seconds_per_step_this_run": (self.run_seconds / steps) if steps else None,
+            "trainable_parameters": sum(p.numel() for p in self.parameters),
+            "processes": self.world,
+            "lora_files": getattr(self, "files", {}),
+            "checkpoint": latest_complete_name(self.checkpoint_dir),
+            "checkpoint_dir": str(self.checkpoint_dir),
+            "config_hash": self.config_hash,
+        }
+
+    def write_summary(self) -> Path:
+        path = self.output_dir / "train_summary.json"
+        path.write_text(json.dumps(self.summary, indent=2) + "\n")
+        return path
