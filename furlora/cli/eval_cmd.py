@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     compare.add_argument("--scales", default=None, help="LoRA scales to compare, e.g. 0.5,1 (default: eval.lora_scales)")
     compare.add_argument("--seeds", default=None, help="seeds, e.g. 0,1 (default: eval.seeds)")
     compare.add_argument("--max-images", type=int, default=None, help="at most N dataset images")
+    compare.add_argument("--embeddings", default=None, metavar="FILE[,FILE]",
+                         help="SDXL embedding file(s) of learned tokens (clip_l + clip_g safetensors, as furlora "
+                              "train writes to OUT/embeddings/): adds the variants 'token' and '<lora>@<scale>+token' "
+                              "with the token in the prompt (placed by the --config's tokens.caption rule, else in front)")
     compare.set_defaults(func=_compare)
 
     inpaint = subparsers.add_parser(
@@ -108,7 +112,8 @@ def _compare(args: argparse.Namespace) -> int:
             raise EvaluationError("--mask goes with --image; a --dataset brings its own masks")
         samples = args.dataset
     result = run_comparison(args.model or config.model.source, _loras(args.lora), samples, args.out, settings,
-                            data_settings=config.data, dtype=config.model.dtype)
+                            data_settings=config.data, dtype=config.model.dtype,
+                            embeddings=_loras(args.embeddings), token_settings=config.tokens)
     for skipped in result.skipped:
         print(f"skipped {skipped}")
     names = ["psnr", "ssim", "seam_error", "detail_ratio", "colour_shift", "drift_max"]

@@ -1,7 +1,8 @@
 """Side-by-side comparison of LoRA variants by inpainting: :func:`run_comparison`.
 
 For every image x seed x variant (off / each LoRA at each scale) the same passes run with the
-same seeds, so outputs differ only by the LoRA. Metrics are computed on the saved output (in
+same seeds, so outputs differ only by the LoRA. With embedding files of learned tokens, every
+variant also runs with the tokens in its prompt (base / LoRA / token / LoRA + token). Metrics are computed on the saved output (in
 the input's own format) against the input, and the report folder is written
 (:mod:`furlora.eval.report`).
 """
@@ -21,6 +22,14 @@ from furlora.errors import EvaluationError
 from furlora.eval.grid import Column, mask_overlay, render_grid
 from furlora.eval.images import as_array, save_png, to_rgb_float
 from furlora.eval.inpaint import InpaintResult, MultiPassInpainter
+from furlora.eval.embeddings import (
+    EmbeddingInfo,
+    check_embedding_files,
+    embedding_widths,
+    load_embeddings,
+    token_prompt,
+    token_variants,
+)
 from furlora.eval.lora_variants import Variant, apply_variant, build_variants, check_lora_files, load_loras, unload_loras
 from furlora.eval.metrics import compute_metrics
 from furlora.eval.passes import summarize_passes
@@ -67,10 +76,11 @@ def meta_modules(model_path: Path) -> dict[str, Any]:
 
 
 def prepare_inpainter(model: Any, lora_files: list[Any], settings: EvalSettings, *, dtype: str = "fp32",
-                      device: str = "cpu") -> MultiPassInpainter:
+                      device: str = "cpu", embedding_files: list[Any] | None = None) -> MultiPassInpainter:
     """An inpainter for ``model`` (a source string, SDXLComponents, pipeline or inpainter).
 
-    With a source string, LoRA files are checked against the model's configs before any weight loads.
+    With a source string, LoRA and embedding files are checked against the model's configs
+    before any weight loads.
     """
     if isinstance(model, MultiPassInpainter):
         return model
@@ -79,8 +89,12 @@ def prepare_inpainter(model: Any, lora_files: list[Any], settings: EvalSettings,
 
         path = resolve_model_path(model)
         inspect_model_folder(path)
-        if lora_files:
-            check_lora_files(lora_files, meta_modules(path))
+        if lora_files or embedding_files:
+            modules = meta_modules(path)
+            if lora_files:
+                check_lora_files(lora_files, modules)
+            if embedding_files:
+                check_embedding_files(embedding_files, embedding_widths(modules))
         return MultiPassInpainter.from_pretrained(str(path), settings, dtype=dtype, device=device)
     return MultiPassInpainter(model, settings)
 
@@ -95,31 +109,45 @@ def run_comparison(
     data_settings: Any = None,
     dtype: str = "fp32",
     device: str = "cpu",
+    embeddings: list[str | os.PathLike[str]] | None = None,
+    token_settings: Any = None,
 ) -> ComparisonResult:
     """Inpaint every sample with every variant and write the report folder.
 
     ``model``: a model source (tiny name, folder, cached hub id), SDXLComponents, a diffusers SDXL
     pipeline or a :class:`MultiPassInpainter`. ``lora_files``: diffusers or kohya safetensors
     files (None / [] = the base model only). ``samples``: a dataset folder, EvalSamples or
-    (image, mask[, prompt]) tuples. Returns the metrics and the paths written.
+    (image, mask[, prompt]) tuples. ``embeddings``: SDXL embedding files of learned tokens
+    (``clip_l`` + ``clip_g``); each variant then also runs with the tokens in its prompt
+    (variants ``token`` and ``<lora>@<scale>+token``). ``token_settings``: the run's ``tokens:``
+    section, whose caption rule puts the tokens into prompts (default: in front). The tokens
+    stay loaded in a pipeline that was passed in. Returns the metrics and the paths written.
     """
     settings = settings or EvalSettings()
     lora_files = list(lora_files or [])
+    embedding_files = list(embeddings or [])
     sample_list = resolve_samples(samples, settings, data_settings)  # dataset problems before any weight
     inputs = [_load_sample(s, settings) for s in sample_list]
-    inpainter = prepare_inpainter(model, lora_files, settings, dtype=dtype, device=device)
+    inpainter = prepare_inpainter(model, lora_files, settings, dtype=dtype, device=device,
+                                  embedding_files=embedding_files)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    tokens = load_embeddings(inpainter.pipeline, embedding_files) if embedding_files else []
     loras = load_loras(inpainter.pipeline, lora_files)
     try:
         variants = build_variants(loras, settings)
-        rows, grids, outputs, skipped = _run_all(inpainter, sample_list, inputs, variants, settings, out)
+        if tokens:
+            variants += token_variants(variants)
+        prompts = _Prompts(settings, tokens, token_settings)
+        rows, grids, outputs, skipped = _run_all(inpainter, sample_list, inputs, variants, settings, out, prompts)
     finally:
         if loras:
             unload_loras(inpainter.pipeline)
     extra = {
         "model": str(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__,
         "loras": [str(x.path) for x in loras],
+        "embeddings": [str(x.path) for x in tokens],
+        "tokens": [x.token for x in tokens],
         "variants": [v.name for v in variants],
         "seeds": list(settings.seeds),
         "passes": summarize_passes(list(settings.passes)),
@@ -145,8 +173,25 @@ def _load_sample(sample: EvalSample, settings: EvalSettings) -> tuple[np.ndarray
     return image, mask
 
 
+class _Prompts:
+    """The prompt of a variant for a sample: the sample's (or ``eval.prompt``), with the learned
+    tokens inserted for token variants."""
+
+    def __init__(self, settings: EvalSettings, tokens: list[EmbeddingInfo], token_settings: Any) -> None:
+        self.settings = settings
+        self.tokens = [t.token for t in tokens]
+        self.token_settings = token_settings
+
+    def __call__(self, sample: EvalSample, variant: Variant) -> str | None:
+        if not variant.tokens:
+            return sample.prompt  # None: the inpainter uses eval.prompt
+        base = sample.prompt if sample.prompt is not None else self.settings.prompt
+        regions = [k for k, v in sample.regions.items() if float(np.asarray(v).max()) > 0]
+        return token_prompt(base, self.tokens, self.token_settings, regions)
+
+
 def _run_all(inpainter: MultiPassInpainter, samples: list[EvalSample], inputs: list[tuple[np.ndarray, Any]],
-             variants: list[Variant], settings: EvalSettings, out: Path) -> tuple[Any, ...]:
+             variants: list[Variant], settings: EvalSettings, out: Path, prompts: _Prompts) -> tuple[Any, ...]:
     from tqdm.auto import tqdm
 
     rows: list[dict[str, Any]] = []
@@ -161,7 +206,7 @@ def _run_all(inpainter: MultiPassInpainter, samples: list[EvalSample], inputs: l
                 for variant in variants:
                     bar.set_postfix_str(f"{sample.key} seed {seed} {variant.name}")
                     apply_variant(inpainter.pipeline, variant, settings.component_scales)
-                    result = inpainter.inpaint(image, mask, prompt=sample.prompt, seed=seed, progress=bar)
+                    result = inpainter.inpaint(image, mask, prompt=prompts(sample, variant), seed=seed, progress=bar)
                     if result.skipped:  # the same for every variant: report once, move on
                         if f"{sample.key}: {result.skipped}" not in skipped:
                             skipped.append(f"{sample.key}: {result.skipped}")

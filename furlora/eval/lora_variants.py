@@ -40,10 +40,12 @@ class LoraFile:
 
 @dataclass(frozen=True)
 class Variant:
-    """One column of a comparison: adapter name -> scale (empty = every LoRA off)."""
+    """One column of a comparison: adapter name -> scale (empty = every LoRA off); ``tokens``:
+    the prompt carries the learned tokens of the comparison's embedding files."""
 
     name: str
     scales: dict[str, float] = field(default_factory=dict)
+    tokens: bool = False
 
     @property
     def is_off(self) -> bool:

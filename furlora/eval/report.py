@@ -113,7 +113,11 @@ def write_html(out_dir: Path, title: str, rows: list[dict[str, Any]], grids: lis
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
     parts.append(f"<p class='note'>{_GUIDE}</p>")
     parts.append(f"<p>Model: <code>{html.escape(str(extra.get('model', '')))}</code>; LoRA files: "
-                 f"<code>{html.escape(', '.join(extra.get('loras', [])) or 'none')}</code>; seeds "
+                 f"<code>{html.escape(', '.join(extra.get('loras', [])) or 'none')}</code>; "
+                 + (f"embeddings <code>{html.escape(', '.join(extra['embeddings']))}</code> (tokens "
+                    f"<code>{html.escape(' '.join(extra.get('tokens', [])))}</code> in the prompts of the "
+                    "<code>token</code> / <code>+token</code> variants); " if extra.get("embeddings") else "")
+                 + "seeds "
                  f"<code>{html.escape(str(extra.get('seeds', '')))}</code>. "
                  "Tables: <a href='metrics.csv'>metrics.csv</a>, <a href='metrics.json'>metrics.json</a>.</p>")
     passes = extra.get("passes", [])
@@ -146,7 +150,9 @@ def grid_caption(metrics: dict[str, Any]) -> list[str]:
 def demo_comparison(config: Any, summary: dict[str, Any], output_dir: str | Path) -> Path | None:
     """The with/without-LoRA comparison of a finished training run (``furlora demo`` calls this).
 
-    Uses the run's exported LoRA file (``summary["lora_files"]``, the diffusers one if present),
+    Uses the run's exported LoRA file (``summary["lora_files"]``, the diffusers one if present)
+    and its embedding files of learned tokens (``summary["embedding_files"]``: then the report
+    shows base / LoRA / token / LoRA + token, prompts built by the run's ``tokens:`` rule),
     the held-out images (``train.validation.path``, else ``eval.validation_dataset``), the
     ``eval:`` settings (at most ``eval.validation_images`` images unless ``eval.max_images`` is
     set) and the run's model. Returns the report's index.html, or None without LoRA or images.
@@ -162,6 +168,8 @@ def demo_comparison(config: Any, summary: dict[str, Any], output_dir: str | Path
     settings = config.eval
     if settings.max_images is None:
         settings = settings.model_copy(update={"max_images": settings.validation_images})
+    embeddings = list((summary.get("embedding_files") or {}).values())
     result = run_comparison(config.model.source, [lora], dataset, Path(output_dir), settings,
-                            data_settings=config.data, dtype=config.model.dtype)
+                            data_settings=config.data, dtype=config.model.dtype, embeddings=embeddings,
+                            token_settings=getattr(config, "tokens", None))
     return result.html

@@ -13,9 +13,17 @@ import torch
 
 
 def average_gradients(parameters: Sequence[torch.Tensor], world_size: int) -> None:
-    """Replace each parameter's ``.grad`` by its mean over the processes (missing grads count as 0)."""
+    """Replace each parameter's ``.grad`` by its mean over the processes (missing grads count as 0).
+
+    Parameters with ``requires_grad`` off are left alone (their ``.grad`` stays None): learned
+    token vectors that stopped training (``tokens.train_fraction``) would otherwise get a zero
+    gradient, and AdamW would keep moving them by momentum and weight decay.
+    """
     import torch.distributed as dist
 
+    parameters = [p for p in parameters if p.requires_grad]
+    if not parameters:
+        return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
     flat = torch.cat([g.reshape(-1).float() for g in grads])
     dist.all_reduce(flat)

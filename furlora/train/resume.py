@@ -33,7 +33,11 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 
 def _ignored(key: str, config: dict[str, Any]) -> bool:
     if key == "train.max_steps":
-        # A constant schedule does not depend on the run length; warmup + decay schedules do.
+        # A constant schedule does not depend on the run length; warmup + decay schedules do, and
+        # so does the step at which learned tokens stop training (tokens.train_fraction < 1).
+        tokens = config.get("tokens", {})
+        if tokens.get("enabled") and float(tokens.get("train_fraction", 1.0)) < 1.0:
+            return False
         return config.get("train", {}).get("lr_scheduler", "constant") == "constant"
     return any(key == k or key.startswith(k + ".") for k in NON_TRAINING_KEYS if k != "train.max_steps")
 

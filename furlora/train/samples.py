@@ -53,10 +53,13 @@ def write_sample_grid(
     steps: int,
     seed: int,
     disabled: Callable[[], contextlib.AbstractContextManager[Any]],
+    prompt_transform: Callable[[str], str] | None = None,
 ) -> Path:
     """Inpaint ``num_images`` held-out samples with and without the adapter; save the grid as PNG.
 
     ``disabled``: context manager factory that turns the adapter off (base model).
+    ``prompt_transform``: caption -> prompt (e.g. inserting learned tokens, short form: the
+    pipeline expands multi-vector tokens itself).
     """
     from diffusers import StableDiffusionXLInpaintPipeline
     from PIL import Image
@@ -76,7 +79,7 @@ def write_sample_grid(
             shown[hole] = 128
             height, width = image.shape[:2]
             kwargs = dict(
-                prompt=sample.get("caption", ""),
+                prompt=(prompt_transform or str)(sample.get("caption", "")),
                 image=Image.fromarray(image),
                 mask_image=Image.fromarray((hole * 255).astype(np.uint8)),
                 height=height,

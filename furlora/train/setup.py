@@ -16,6 +16,7 @@ import torch
 
 from furlora.config import RunConfig
 from furlora.errors import ConfigError, TrainingError, format_problems
+from furlora.tokens import check_before_loading
 from furlora.train.settings import TrainSettings
 from furlora.train.step import resolve_objective
 
@@ -84,6 +85,9 @@ def preflight(config: RunConfig, dataset: Any | None = None, val_dataset: Any | 
         raise ConfigError(format_problems("invalid training settings", problems))
     model_path = resolve_model_path(config.model.source, config.model.revision)
     info = inspect_model_folder(model_path, config.model.variant)
+    # Learned tokens against the model's tokenizers (known token, bad initialiser word, init file
+    # of another model): tokenizers and configs only, no weights.
+    check_before_loading(config.tokens, model_path)
     in_channels = int(info["unet_config"].get("in_channels", 4))
     inpaint = resolve_objective(train.objective, in_channels, f"model.source {config.model.source!r}")
     output_dir = Path(config.output_dir)

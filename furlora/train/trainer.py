@@ -8,6 +8,11 @@ any moment plus ``--resume auto`` give bit-identical LoRA weights on the CPU.
 Distributed runs (``torchrun`` / ``accelerate launch``): each process takes its own micro-batch
 (:class:`~furlora.train.stream.BatchStream`), LoRA gradients are averaged with one all-reduce
 per optimizer step, the main process writes checkpoints, logs and files.
+
+Learned tokens (``tokens.enabled``, pivotal tuning): the new rows of both text encoders are
+added before LoRA injection (:func:`furlora.tokens.prepare_tokens`), trained in their own
+optimizer group for the first ``tokens.train_fraction`` of the steps, stored in every
+checkpoint (``training["tokens"]``) and exported as ``embeddings/<name>.safetensors``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 import torch
 
 from furlora.config import RunConfig
+from furlora.errors import CheckpointError
+from furlora.tokens import prepare_tokens
 from furlora.train.checkpoint import CheckpointState, CheckpointWriter, clean_stale, latest_complete_name
 from furlora.train.distributed import average_gradients, mean_over_processes
 from furlora.train.ema import AdapterEMA
@@ -54,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 Callback = Callable[["Trainer"], None]
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+#: Keys of :attr:`Trainer.files` that name embedding files (``embedding:spitz-fur``).
+EMBEDDING_PREFIX = "embedding:"
 
 
 class Trainer:
@@ -94,6 +103,12 @@ class Trainer:
             from furlora.data.dataset import collate_samples as collate
         self.collate = collate
         self.components = components or load_components(config, self.pre.model_path, self.device)
+        # Tokens before LoRA (the grown embedding tables are not LoRA targets); the token checks
+        # that need no weights already ran in preflight.
+        self.tokens = prepare_tokens(self.components, config.tokens, seed=derive_seed(config.seed, "tokens"))
+        if self.tokens is not None:
+            # Training and validation batches get the same token captions.
+            self.collate = self.tokens.wrap_collate(self.collate)
         self.inpaint = self.pre.inpaint
         self.manager = attach_lora(self.components, config)
         self.trained = config.lora.enabled_components()
@@ -107,10 +122,14 @@ class Trainer:
             self.components,
             self.device,
             cache_latents=self.settings.cache_latents,
-            cache_text=self.settings.cache_text_embeddings and not self.text_trainable,
+            # Trained token vectors change the text embeddings: a cache keyed by caption would be stale.
+            cache_text=self.settings.cache_text_embeddings and not self.text_trainable and self.tokens is None,
         )
-        self.parameters = [p for p in self.manager.trainable_parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.manager.parameter_groups(), self.settings)
+        groups = self.manager.parameter_groups()
+        if self.tokens is not None:
+            groups += self.tokens.parameter_groups(self.settings.learning_rate)
+        self.parameters = [p for g in groups for p in g["params"] if p.requires_grad]
+        self.optimizer = build_optimizer(groups, self.settings)
         self.lr_scheduler = build_lr_scheduler(
             self.optimizer, self.settings.lr_scheduler, self.settings.lr_warmup_steps, self.settings.max_steps
         )
@@ -179,6 +198,10 @@ class Trainer:
         step = self.global_step
         accumulation = settings.gradient_accumulation_steps
         seed_global_rngs(self.config.seed, step, self.rank)
+        text_trainable = self.text_trainable
+        if self.tokens is not None:
+            # Also right after a resume: requires_grad of the vectors follows the step number.
+            text_trainable = self.tokens.set_training_step(step, settings.max_steps) or text_trainable
         for name in ("unet", *TEXT_ENCODERS):
             if name in self.trained:
                 getattr(self.components, name).train()
@@ -194,7 +217,7 @@ class Trainer:
                 settings.loss.noise_offset,
                 settings.full_mask_fraction if self.inpaint else 0.0,
             )
-            prepared = prepare_batch(batch, draws, self.encoder, self.inpaint, self.text_trainable, settings.loss.region_weights)
+            prepared = prepare_batch(batch, draws, self.encoder, self.inpaint, text_trainable, settings.loss.region_weights)
             out = training_loss(
                 self.components.unet, prepared, draws, self.noise_scheduler, self.prediction_type, settings.loss,
                 base_unet=self.manager.disabled, autocast=self.autocast,
@@ -228,6 +251,8 @@ class Trainer:
                 self.scaler.update()
             else:
                 self.optimizer.step()
+            if self.tokens is not None:
+                self.tokens.after_optimizer_step()  # copy the vectors into both tables' new rows
             updated = True
             if self.ema is not None and (step + 1) % settings.ema.every_n_steps == 0:
                 self.ema.update(self.manager.lora_state_dict().items())
@@ -270,6 +295,8 @@ class Trainer:
         }
         if self.scaler is not None:
             training["scaler"] = self.scaler.state_dict()
+        if self.tokens is not None:
+            training["tokens"] = dict(self.tokens.state_dict())  # live: the writer's pack() copies them
         meta = {
             "global_step": self.global_step,
             "stream": {"phase": self.phase, **(self.stream.state_dict() if self.stream else {"epoch": 0, "position": 0})},
@@ -315,6 +342,13 @@ class Trainer:
             return
         check_compatible(state, self.config_dict)
         self.manager.load_lora_state_dict(state.lora)
+        if self.tokens is not None:
+            if "tokens" not in state.training:
+                raise CheckpointError(
+                    f"{state.path}: the checkpoint holds no token embeddings but tokens.enabled is true; "
+                    "resume with the checkpoint's settings or start a new run"
+                )
+            self.tokens.load_state_dict(state.training["tokens"])
         self.optimizer.load_state_dict(state.training["optimizer"])
         self.lr_scheduler.load_state_dict(state.training["lr_scheduler"])
         if self.scaler is not None and "scaler" in state.training:
@@ -369,6 +403,7 @@ class Trainer:
                 write_sample_grid(
                     self.components, self.pre.val_dataset, self.output_dir / "samples" / f"step-{self.global_step:08d}.png",
                     num_images=v.num_images, steps=v.image_steps, seed=self.config.seed, disabled=self.manager.disabled,
+                    prompt_transform=self.tokens.caption_transform if self.tokens is not None else None,
                 )
             tracker.log(self.global_step, {f"val/{k[4:] or 'loss'}" if k.startswith("val_") else k: v for k, v in entry.items() if k != "step"})
         self.accelerator.wait_for_everyone()
@@ -446,7 +481,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ outputs
     def export(self) -> dict[str, str]:
-        """Write the LoRA in every configured format (and the EMA weights, if any)."""
+        """Write the LoRA in every configured format (and the EMA weights, if any), and with
+        tokens one embedding file per concept (keys ``embedding:<stem>``)."""
         metadata = {
             "furlora_run": self.config.name,
             "furlora_step": str(self.global_step),
@@ -456,6 +492,9 @@ class Trainer:
         self.files = export_lora(
             self.manager, self.ema, list(self.config.lora.save_formats), self.output_dir / "lora", self.config.name, metadata
         )
+        if self.tokens is not None:
+            for path in self.tokens.save(self.output_dir / "embeddings", metadata=metadata):
+                self.files[f"{EMBEDDING_PREFIX}{path.stem}"] = str(path)
         return self.files
 
     @property
@@ -463,6 +502,7 @@ class Trainer:
         """The run summary (also written as ``train_summary.json``)."""
         final = self.validations[-1] if self.validations else {}
         steps = getattr(self, "steps_this_run", 0)
+        files: dict[str, str] = getattr(self, "files", {})
         return {
             "name": self.config.name,
             "global_step": self.global_step,
@@ -479,7 +519,9 @@ class Trainer:
             "seconds_per_step_this_run": (self.run_seconds / steps) if steps else None,
             "trainable_parameters": sum(p.numel() for p in self.parameters),
             "processes": self.world,
-            "lora_files": getattr(self, "files", {}),
+            "lora_files": {k: v for k, v in files.items() if not k.startswith(EMBEDDING_PREFIX)},
+            "embedding_files": {k[len(EMBEDDING_PREFIX):]: v for k, v in files.items() if k.startswith(EMBEDDING_PREFIX)},
+            "tokens": self.tokens.tokens if self.tokens is not None else [],
             "checkpoint": latest_complete_name(self.checkpoint_dir),
             "checkpoint_dir": str(self.checkpoint_dir),
             "config_hash": self.config_hash,

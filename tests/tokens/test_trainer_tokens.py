@@ -1,6 +1,7 @@
 """LoRA + token through the Trainer: the embedding file is exported and resume is bit-exact.
 
-Skipped until furlora/train/trainer.py calls furlora.tokens.prepare_tokens (issue 8 integration).
+The config trains the token for the first half of the steps (train_fraction 0.5): the run is
+stopped at the cut-off step, so the resumed run must both restore the vectors and keep them frozen.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def _config(out: Path, steps: int = 4):
         ROOT / "configs" / "tiny-cpu-lora-token.yaml",
         [
             f"data.path={ROOT / 'datasets' / 'spitz-fur' / 'train'}",
+            f"train.validation.path={ROOT / 'datasets' / 'spitz-fur' / 'heldout'}",
+            "train.validation.max_samples=2",
             f"output_dir={out}",
             f"train.max_steps={steps}",
             "data.resolution=64",
@@ -49,10 +52,19 @@ def _stop_at_2(trainer):
         raise _Stop
 
 
+def _rows_at_2(store):
+    def callback(trainer):
+        if trainer.global_step == 2:
+            store.update({e: trainer.tokens.rows[e].detach().clone() for e in trainer.tokens.rows})
+    return callback
+
+
 def test_lora_plus_token_resume_through_the_trainer_is_bit_exact(tmp_path, model_cache):
     module = _trainer_module()
-    straight = module.Trainer(_config(tmp_path / "a"), resume="never")
+    at_2: dict[str, torch.Tensor] = {}
+    straight = module.Trainer(_config(tmp_path / "a"), resume="never", callbacks=[_rows_at_2(at_2)])
     start = {e: straight.tokens.rows[e].detach().clone() for e in ("text_encoder", "text_encoder_2")}
+    table = {e: getattr(straight.components, e).get_input_embeddings().weight.detach().clone() for e in start}
     straight.fit()
 
     interrupted = module.Trainer(_config(tmp_path / "b"), resume="never", callbacks=[_stop_at_2])
@@ -63,8 +75,15 @@ def test_lora_plus_token_resume_through_the_trainer_is_bit_exact(tmp_path, model
     assert resumed.resumed_from is not None and resumed.resumed_from.endswith("step-00000002")
 
     for enc in ("text_encoder", "text_encoder_2"):
-        assert not torch.equal(straight.tokens.rows[enc].detach(), start[enc])  # the token trained
-        assert torch.equal(resumed.tokens.rows[enc].detach(), straight.tokens.rows[enc].detach())
+        final = straight.tokens.rows[enc].detach()
+        assert not torch.equal(final, start[enc])  # the token trained ...
+        assert torch.equal(final, at_2[enc])  # ... for the first half only (train_fraction 0.5)
+        assert torch.equal(resumed.tokens.rows[enc].detach(), final)
+        # The encoder's table: the new rows hold the trained vectors, every other row is untouched.
+        weight = getattr(resumed.components, enc).get_input_embeddings().weight.detach()
+        ids = resumed.tokens.token_ids[enc]
+        assert torch.equal(weight[ids], final.to(weight.dtype))
+        assert torch.equal(weight[: ids[0]], table[enc][: ids[0]])
     a, b = straight.manager.lora_state_dict(), resumed.manager.lora_state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     files = [k for k in straight.files if k.startswith("embedding")]
@@ -72,3 +91,17 @@ def test_lora_plus_token_resume_through_the_trainer_is_bit_exact(tmp_path, model
     ea, eb = load_file(straight.files[files[0]]), load_file(resumed.files[files[0]])
     assert sorted(ea) == ["clip_g", "clip_l"]
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
+    assert torch.equal(ea["clip_l"], straight.tokens.rows["text_encoder"].detach())
+    assert resumed.summary["embedding_files"] == {"spitz-fur": resumed.files[files[0]]}
+    assert all(not k.startswith("embedding") for k in resumed.summary["lora_files"])
+    # Validation saw the token captions too, and matches across the interruption.
+    assert [v["val_loss"] for v in resumed.validations] == [v["val_loss"] for v in straight.validations]
+
+
+def test_max_steps_is_training_relevant_when_the_token_stops_early():
+    from furlora.train.resume import training_items
+
+    config = {"train": {"max_steps": 10, "lr_scheduler": "constant"}, "tokens": {"enabled": True, "train_fraction": 1.0}}
+    assert "train.max_steps" not in training_items(config)  # the token trains to the end, whatever the length
+    config["tokens"]["train_fraction"] = 0.5
+    assert training_items(config)["train.max_steps"] == 10  # the cut-off step depends on the run length
