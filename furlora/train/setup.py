@@ -150,8 +150,6 @@ def memory_advice(settings: TrainSettings, resolution: int) -> str:
         steps.append("train.optimizer: adamw8bit")
     if not settings.cache_latents or not settings.cache_text_embeddings:
         steps.append("train.cache_latents / cache_text_embeddings: true")
-    if settings.attention != "sliced":
-        steps.append("train.attention: sliced")
     if settings.batch_size > 1:
         steps.append(
             f"train.batch_size: 1 with train.gradient_accumulation_steps: "

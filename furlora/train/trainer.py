@@ -99,6 +99,8 @@ class Trainer:
         self.rank = self.accelerator.process_index
         self.world = self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
+        if self.settings.log_memory_plan and self.is_main:
+            self._log_memory_plan()
         if collate is None:
             from furlora.data.dataset import collate_samples as collate
         self.collate = collate
@@ -159,6 +161,13 @@ class Trainer:
         self._segment_start: float | None = None
         self.run_seconds = 0.0
         self._last_saved_step = -1
+
+    def _log_memory_plan(self) -> None:
+        """Log what ``furlora plan`` predicts for this run, before the weights load (advice only)."""
+        from furlora.memory import log_plan
+
+        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
+        log_plan(self.config, device="cuda" if self.device.type == "cuda" else "cpu", free_bytes=free)
 
     def elapsed_seconds(self) -> float:
         """Wall time of the training loop over every run of this training (resumes included)."""

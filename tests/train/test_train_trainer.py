@@ -150,7 +150,21 @@ def test_out_of_memory_names_the_next_settings_to_turn_on() -> None:
     for expected in ("gradient_checkpointing: true", "mixed_precision: bf16", "optimizer: adamw8bit",
                      "batch_size: 1 with train.gradient_accumulation_steps: 2", "resolution_schedule"):
         assert expected in text
+    # Sliced attention keeps more activations than sdpa in training (furlora plan): never advised.
+    assert "sliced" not in text
     assert out_of_memory(ValueError("other"), config.train, 512) is None
     assert "gradient_checkpointing" not in memory_advice(
         tiny_config("unused", "train.gradient_checkpointing=true").train, 512
     )
+
+
+def test_start_up_log_contains_the_memory_plan(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    config = tiny_config(tmp_path / "run", "train.log_memory_plan=true")
+    with caplog.at_level(logging.INFO, logger="furlora"):
+        Trainer(config, resume="never")
+    text = caplog.text
+    assert "memory plan (furlora plan):" in text
+    assert "UNet training step (activations)" in text
+    assert "LoRA weights" in text
+    # The plan is logged before the weights load.
+    assert text.index("memory plan") < text.index("loaded SDXL")

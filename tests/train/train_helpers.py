@@ -54,6 +54,7 @@ def tiny_config(output: Any, *overrides: str) -> Any:
             "train.checkpoint.asynchronous=false",
             "train.log.progress_bar=false",
             "train.log.tensorboard=false",
+            "train.log_memory_plan=false",  # covered by its own test; keeps the others fast
             *overrides,
         ],
     )
