@@ -82,6 +82,8 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
         print(line)
     for fmt, path in summary.get("lora_files", {}).items():
         print(f"  LoRA ({fmt}): {path}")
+    for token, path in summary.get("embedding_files", {}).items():
+        print(f"  token embeddings ({token}): {path}")
     print(f"  checkpoint: {summary.get('checkpoint')} in {summary.get('checkpoint_dir')}")
     print(f"  summary: {output_dir / 'train_summary.json'}")
 
