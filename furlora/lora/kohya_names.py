@@ -82,24 +82,26 @@ def unet_to_sgm(name: str, layers_per_block: int = 2) -> str:
         if parts[0] == "mid_block":
             kind, index = parts[1], int(parts[2])
             sub = {("resnets", 0): "0", ("attentions", 0): "1", ("resnets", 1): "2"}[(kind, index)]
-            return ".".join(["middle_block", sub, *_inner(kind, parts[3:])])
+            return ".".join(["middle_block", sub, *_map_inner(kind, parts[3:], _RESNET_TO_SGM)])
         i, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), parts[4:]
         if parts[0] == "down_blocks":
             if kind == "downsamplers" and rest == ["conv"]:
                 return f"input_blocks.{(i + 1) * step}.0.op"
             slot = {"resnets": "0", "attentions": "1"}[kind]
-            return ".".join(["input_blocks", str(1 + i * step + j), slot, *_inner(kind, rest)])
+            return ".".join(["input_blocks", str(1 + i * step + j), slot, *_map_inner(kind, rest, _RESNET_TO_SGM)])
         if parts[0] == "up_blocks":
             if kind == "upsamplers" and rest == ["conv"]:
                 return f"output_blocks.{i * step + layers_per_block}.2.conv"
             slot = {"resnets": "0", "attentions": "1"}[kind]
-            return ".".join(["output_blocks", str(i * step + j), slot, *_inner(kind, rest)])
+            return ".".join(["output_blocks", str(i * step + j), slot, *_map_inner(kind, rest, _RESNET_TO_SGM)])
     except (IndexError, KeyError, ValueError):
         pass
     raise ValueError(f"UNet module {name!r} has no SDXL (sgm) name")
 
 
-def _inner(kind: str, rest: list[str]) -> list[str]:
+def _map_inner(kind: str, rest: list[str], resnet_names: dict[str, str]) -> list[str]:
+    """Map the part of a module name inside a block; attention internals are named alike in both
+    namings, resnet internals through ``resnet_names``. KeyError if the name is not mappable."""
     if kind == "attentions":
         if not _ATTENTION_INNER.fullmatch(".".join(rest)):
             raise KeyError(".".join(rest))
@@ -107,9 +109,9 @@ def _inner(kind: str, rest: list[str]) -> list[str]:
     if kind != "resnets":
         return rest
     joined = ".".join(rest)
-    if joined not in _RESNET_TO_SGM:
+    if joined not in resnet_names:
         raise KeyError(joined)
-    return _RESNET_TO_SGM[joined].split(".")
+    return resnet_names[joined].split(".")
 
 
 def sgm_to_unet(name: str, layers_per_block: int = 2) -> str:
@@ -121,7 +123,7 @@ def sgm_to_unet(name: str, layers_per_block: int = 2) -> str:
     try:
         if parts[0] == "middle_block":
             kind, index = {"0": ("resnets", 0), "1": ("attentions", 0), "2": ("resnets", 1)}[parts[1]]
-            return ".".join(["mid_block", kind, str(index), *_outer(kind, parts[2:])])
+            return ".".join(["mid_block", kind, str(index), *_map_inner(kind, parts[2:], _RESNET_FROM_SGM)])
         k, slot, rest = int(parts[1]), parts[2], parts[3:]
         if parts[0] == "input_blocks" and k > 0:
             i, j = divmod(k - 1, step)
@@ -130,29 +132,16 @@ def sgm_to_unet(name: str, layers_per_block: int = 2) -> str:
                     return f"down_blocks.{i}.downsamplers.0.conv"
                 raise KeyError(name)
             kind = {"0": "resnets", "1": "attentions"}[slot]
-            return ".".join(["down_blocks", str(i), kind, str(j), *_outer(kind, rest)])
+            return ".".join(["down_blocks", str(i), kind, str(j), *_map_inner(kind, rest, _RESNET_FROM_SGM)])
         if parts[0] == "output_blocks":
             i, j = divmod(k, step)
             if rest == ["conv"] and slot in ("1", "2"):  # upsampler (slot 1 when the stage has no attention)
                 return f"up_blocks.{i}.upsamplers.0.conv"
             kind = {"0": "resnets", "1": "attentions"}[slot]
-            return ".".join(["up_blocks", str(i), kind, str(j), *_outer(kind, rest)])
+            return ".".join(["up_blocks", str(i), kind, str(j), *_map_inner(kind, rest, _RESNET_FROM_SGM)])
     except (IndexError, KeyError, ValueError):
         pass
     raise ValueError(f"SDXL (sgm) module {name!r} has no diffusers UNet name")
-
-
-def _outer(kind: str, rest: list[str]) -> list[str]:
-    if kind == "attentions":
-        if not _ATTENTION_INNER.fullmatch(".".join(rest)):
-            raise KeyError(".".join(rest))
-        return rest
-    if kind != "resnets":
-        return rest
-    joined = ".".join(rest)
-    if joined not in _RESNET_FROM_SGM:
-        raise KeyError(joined)
-    return _RESNET_FROM_SGM[joined].split(".")
 
 
 def kohya_module_name(component: str, module: str, layers_per_block: int = 2) -> str:
