@@ -24,8 +24,7 @@ must not wait for torch / diffusers).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from furlora.lazy import lazy_exports
 
 _EXPORTS = {
     "EvalSettings": "furlora.eval.settings",
@@ -41,9 +40,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'furlora.eval' has no attribute {name!r}")
+__getattr__ = lazy_exports('furlora.eval', _EXPORTS)

@@ -12,8 +12,7 @@ validating a config must not wait for torch / peft to import.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from furlora.lazy import lazy_exports
 
 _EXPORTS = {
     "LoraSettings": "furlora.lora.settings",
@@ -30,9 +29,4 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'furlora.lora' has no attribute {name!r}")
+__getattr__ = lazy_exports('furlora.lora', _EXPORTS)

@@ -8,26 +8,26 @@
   the SDXL embedding file (``clip_l`` + ``clip_g``) that diffusers, A1111 and ComfyUI read.
 """
 
-from furlora.tokens.captions import CaptionCollate, expand_prompt, insert_tokens
-from furlora.tokens.embeddings import GrownEmbedding, TokenEmbeddings, prepare_tokens
-from furlora.tokens.files import EmbeddingFile, load_into_pipeline, read_embedding_file, save_embedding_file
-from furlora.tokens.settings import CaptionSettings, TokenConcept, TokenSettings
-from furlora.tokens.vocab import check_before_loading, check_tokens
+from furlora.lazy import lazy_exports
 
-__all__ = [
-    "CaptionCollate",
-    "CaptionSettings",
-    "EmbeddingFile",
-    "GrownEmbedding",
-    "TokenConcept",
-    "TokenEmbeddings",
-    "TokenSettings",
-    "check_before_loading",
-    "check_tokens",
-    "expand_prompt",
-    "insert_tokens",
-    "load_into_pipeline",
-    "prepare_tokens",
-    "read_embedding_file",
-    "save_embedding_file",
-]
+# Imported lazily: furlora.config imports furlora.tokens.settings and must not wait for torch.
+_EXPORTS = {
+    "CaptionCollate": "furlora.tokens.captions",
+    "expand_prompt": "furlora.tokens.captions",
+    "insert_tokens": "furlora.tokens.captions",
+    "GrownEmbedding": "furlora.tokens.embeddings",
+    "TokenEmbeddings": "furlora.tokens.embeddings",
+    "prepare_tokens": "furlora.tokens.embeddings",
+    "EmbeddingFile": "furlora.tokens.files",
+    "load_into_pipeline": "furlora.tokens.files",
+    "read_embedding_file": "furlora.tokens.files",
+    "save_embedding_file": "furlora.tokens.files",
+    "CaptionSettings": "furlora.tokens.settings",
+    "TokenConcept": "furlora.tokens.settings",
+    "TokenSettings": "furlora.tokens.settings",
+    "check_before_loading": "furlora.tokens.vocab",
+    "check_tokens": "furlora.tokens.vocab",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports("furlora.tokens", _EXPORTS)

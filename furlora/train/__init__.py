@@ -19,14 +19,7 @@ One job per module (imports point one way: settings <- loss/noise/rng <- step <-
 
 from __future__ import annotations
 
-from typing import Any
+from furlora.lazy import lazy_exports
 
 __all__ = ["Trainer"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "Trainer":
-        from furlora.train.trainer import Trainer
-
-        return Trainer
-    raise AttributeError(f"module 'furlora.train' has no attribute {name!r}")
+__getattr__ = lazy_exports("furlora.train", {"Trainer": "furlora.train.trainer"})
