@@ -120,13 +120,26 @@ def _demo(args: argparse.Namespace) -> int:
     summary["demo_seconds"] = time.perf_counter() - started
     if report is not None:
         summary["comparison_report"] = str(report)
+        summary["comparison"] = _comparison_summary(report.parent / "metrics.json")
     (output / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     base, lora = summary.get("val_loss_base"), summary.get("val_loss")
     if base is not None and lora is not None:
         verdict = "lower" if lora < base else "NOT lower"
         print(f"demo: the LoRA's masked validation loss is {verdict} than the base model's ({lora:.5f} vs {base:.5f})")
+    for variant, metrics in (summary.get("comparison") or {}).items():
+        print(f"demo: inpainting {variant}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
     print(f"demo finished in {summary['demo_seconds']:.0f} s; results in {output}")
     return 0
+
+
+def _comparison_summary(metrics_file: Path) -> dict[str, dict[str, float]]:
+    """Mean masked PSNR / SSIM / detail ratio / seam error per variant, from the report's metrics.json."""
+    try:
+        table = json.loads(metrics_file.read_text())["summary"]
+    except (OSError, ValueError, KeyError):
+        return {}
+    keys = ("psnr", "ssim", "detail_ratio", "seam_error")
+    return {variant: {k: float(row[k]) for k in keys if k in row} for variant, row in table.items()}
 
 
 def _comparison_report(config: Any, summary: dict[str, Any], output: Path) -> Path | None:

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from furlora.errors import ModelLoadError, format_problems
+from furlora.models.pretrained import PRETRAINED_MODELS, pretrained_model_path
 from furlora.models.tiny import TINY_MODELS, ensure_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,8 @@ def resolve_model_path(source: str | os.PathLike[str], revision: str | None = No
     text = str(source)
     if text in TINY_MODELS:
         return ensure_tiny_model(text)
+    if text in PRETRAINED_MODELS:
+        return pretrained_model_path(text)
     path = Path(text).expanduser()
     if path.exists():
         if path.is_file():
@@ -88,7 +91,7 @@ def resolve_model_path(source: str | os.PathLike[str], revision: str | None = No
     if not looks_like_hub_id:
         raise ModelLoadError(
             f"model folder {path} does not exist. Give a diffusers-format SDXL folder, a hub id that is "
-            f"in the local cache, or an embedded model: {', '.join(TINY_MODELS)}."
+            f"in the local cache, or an embedded model: {', '.join([*TINY_MODELS, *PRETRAINED_MODELS])}."
         )
     return _hub_snapshot(text, revision)
 
