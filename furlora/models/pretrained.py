@@ -19,13 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from furlora.errors import ModelLoadError
+from furlora.models.cache_folder import publish_folder
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +45,8 @@ _SHARED_COMPONENTS = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tok
 _verified: set[tuple[str, int, int]] = set()
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -93,7 +93,7 @@ def verify_pretrained_files(name: str, root: Path = PRETRAINED_DIR) -> list[Path
         key = (str(path), stat.st_size, stat.st_mtime_ns)
         if key in _verified:
             continue
-        actual = _sha256(path)
+        actual = sha256_file(path)
         if actual != record["sha256"]:
             problems.append(f"{path}: sha256 {actual} does not match the recorded {record['sha256']}")
             continue
@@ -128,18 +128,7 @@ def pretrained_model_path(name: str, cache_dir: str | Path | None = None, root: 
     target = cache / "models" / f"{name}-{key}"
     if (target / "model_index.json").is_file():
         return target
-    (cache / "models").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=cache / "models"))
-    try:
-        _assemble(folder, root / entry["shares_from"], tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "model_index.json").is_file():  # lost a race to a complete folder: fine
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    publish_folder(target, lambda tmp: _assemble(folder, root / entry["shares_from"], tmp))
     logger.info("assembled pretrained model %s at %s", name, target)
     return target
 

@@ -254,7 +254,6 @@ def load_sdxl(
     config (``is_inpainting``).
     """
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from diffusers.schedulers import KarrasDiffusionSchedulers  # noqa: F401  (registers scheduler classes)
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     for key, value in (("model.dtype", dtype), ("model.vae_dtype", vae_dtype)):

@@ -16,13 +16,12 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from furlora.models.cache_folder import publish_folder
 from furlora.models.tokenizer import build_vocab_and_merges, write_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -130,18 +129,7 @@ def ensure_tiny_model(name: str, cache_dir: str | Path | None = None) -> Path:
     target = root / "models" / f"{name}-{key}"
     if (target / "model_index.json").is_file():
         return target
-    root.joinpath("models").mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root / "models"))
-    try:
-        _write_tiny_model(spec, tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            if not (target / "model_index.json").is_file():  # lost a race to a complete folder? fine
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    publish_folder(target, lambda tmp: _write_tiny_model(spec, tmp))
     logger.info("built tiny model %s at %s", name, target)
     return target
 

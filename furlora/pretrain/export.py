@@ -14,7 +14,6 @@ Layout written into ``export_dir`` (the package folder ``furlora/models/pretrain
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -22,19 +21,12 @@ from typing import Any
 
 import torch
 
+from furlora.models.pretrained import sha256_file
+
 INPAINT_NAME = "tiny-sdxl-inpaint-pretrained"
 BASE_NAME = "tiny-sdxl-pretrained"
 CONV_IN_FILE = "conv_in.safetensors"
 MANIFEST_NAME = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _save_fp16(tensors: dict[str, torch.Tensor], file: Path) -> None:

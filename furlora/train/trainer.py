@@ -250,7 +250,6 @@ class Trainer:
         max_norm = settings.max_grad_norm if settings.max_grad_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
         loss_value = mean_over_processes(local_loss, self.world, self.device)
-        loss_ok = math.isfinite(loss_value)
         # fp16: inf gradients are the scaler's business (it skips and lowers the scale).
         grads_ok = math.isfinite(grad_norm) or self.scaler is not None
         updated = False

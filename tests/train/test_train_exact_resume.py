@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 from safetensors import safe_open
