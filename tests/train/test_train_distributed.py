@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 from furlora.train.checkpoint import read_checkpoint
@@ -30,7 +29,7 @@ def _torchrun(config: Path, output: Path, max_steps: int) -> dict:
     return json.loads((output / "train_summary.json").read_text())
 
 
-@pytest.mark.slow
+# Not marked slow on purpose: the distributed path is part of every CI run (about 40-60 s).
 def test_two_processes_train_resume_and_match_a_straight_run(tmp_path: Path, model_cache: Path) -> None:
     resumed_cfg = write_config(tmp_path / "resumed.yaml", tmp_path / "resumed", max_steps=6)
     straight_cfg = write_config(tmp_path / "straight.yaml", tmp_path / "straight", max_steps=6)
