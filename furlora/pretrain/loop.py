@@ -107,6 +107,44 @@ def vae_loss(vae: Any, pixels: torch.Tensor, generator: torch.Generator, kl_weig
     return l1 + mse + 0.5 * edge + kl_weight * kl
 
 
+def _optimise(
+    stage: str,
+    params: list[torch.Tensor],
+    opt: torch.optim.Optimizer,
+    loss_at: Callable[[int, torch.Generator], torch.Tensor],
+    steps: int,
+    lr: float,
+    warmup: int,
+    seed: int,
+    time_limit: float | None,
+    progress: Callable[[int, float], None] | None,
+    stop_after: int | None,
+) -> LoopResult:
+    """The optimisation loop both stages share: warmup + schedule, one generator per step seeded
+    from (seed, step), grad clipping at 1.0, thread adaptation, time limit and ``stop_after``."""
+    result, start = LoopResult(), time.monotonic()
+    adapt = ThreadAdapter()
+    for step in range(min(steps, stop_after or steps)):
+        if step % 20 == 0:
+            adapt()
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, steps, lr, warmup=warmup)
+        loss = loss_at(step, torch.Generator().manual_seed(seed * 1_000_003 + step))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        result.losses.append(loss.item())
+        result.steps = step + 1
+        if progress:
+            progress(step, result.losses[-1])
+        if time_limit is not None and time.monotonic() - start > time_limit:
+            logger.warning("%s stage stopped by its time limit after %d of %d steps", stage, step + 1, steps)
+            break
+    result.seconds = time.monotonic() - start
+    return result
+
+
 def train_vae(
     vae: Any,
     corpus: ProceduralCorpus,
@@ -131,28 +169,13 @@ def train_vae(
         vae.quant_conv.requires_grad_(False)
     params = [p for p in vae.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    result, start = LoopResult(), time.monotonic()
-    adapt = ThreadAdapter()
-    for step in range(min(steps, stop_after or steps)):
-        if step % 20 == 0:
-            adapt()
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, warmup=min(100, steps // 10 + 1))
+
+    def loss_at(step: int, gen: torch.Generator) -> torch.Tensor:
         batch = corpus.batch(list(range(step * batch_size, (step + 1) * batch_size)))
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        loss = vae_loss(vae, batch["pixel_values"], gen)  # type: ignore[arg-type]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        result.losses.append(loss.item())
-        result.steps = step + 1
-        if progress:
-            progress(step, result.losses[-1])
-        if time_limit is not None and time.monotonic() - start > time_limit:
-            logger.warning("VAE stage stopped by its time limit after %d of %d steps", step + 1, steps)
-            break
-    result.seconds = time.monotonic() - start
+        return vae_loss(vae, batch["pixel_values"], gen)  # type: ignore[arg-type]
+
+    result = _optimise("VAE", params, opt, loss_at, steps, lr, min(100, steps // 10 + 1), seed,
+                       time_limit, progress, stop_after)
     vae.eval().requires_grad_(False)
     return result
 
@@ -285,28 +308,13 @@ def train_unet(
     unet.train().requires_grad_(True)
     params = [p for p in unet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
-    result, start = LoopResult(), time.monotonic()
-    adapt = ThreadAdapter()
-    for step in range(min(steps, stop_after or steps)):
-        if step % 20 == 0:
-            adapt()
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, warmup=min(200, steps // 10 + 1))
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+    def loss_at(step: int, gen: torch.Generator) -> torch.Tensor:
         batch = prepare_unet_batch(parts, corpus, list(range(step * batch_size, (step + 1) * batch_size)), gen)
-        loss = F.mse_loss(unet_prediction(unet, batch), batch.noise)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        result.losses.append(loss.item())
-        result.steps = step + 1
-        if progress:
-            progress(step, result.losses[-1])
-        if time_limit is not None and time.monotonic() - start > time_limit:
-            logger.warning("UNet stage stopped by its time limit after %d of %d steps", step + 1, steps)
-            break
-    result.seconds = time.monotonic() - start
+        return F.mse_loss(unet_prediction(unet, batch), batch.noise)
+
+    result = _optimise("UNet", params, opt, loss_at, steps, lr, min(200, steps // 10 + 1), seed,
+                       time_limit, progress, stop_after)
     unet.eval().requires_grad_(False)
     return result
 
