@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from furlora.errors import ConfigError
 
-logger = logging.getLogger(__name__)
 
 #: The demo's config, shipped in the project's configs/ folder.
 DEMO_CONFIG = "tiny-cpu.yaml"
@@ -143,14 +141,7 @@ def _comparison_summary(metrics_file: Path) -> dict[str, dict[str, float]]:
 
 
 def _comparison_report(config: Any, summary: dict[str, Any], output: Path) -> Path | None:
-    """The evaluation's with/without-LoRA comparison, when furlora.eval provides it."""
-    try:
-        from furlora.eval import report as eval_report
-    except ImportError:
-        logger.info("furlora.eval.report is not available: no comparison report")
-        return None
-    make = getattr(eval_report, "demo_comparison", None) or getattr(eval_report, "compare_lora", None)
-    if make is None:
-        logger.info("furlora.eval.report has no comparison entry point yet")
-        return None
-    return make(config=config, summary=summary, output_dir=output / "comparison")
+    """The with/without-LoRA comparison of the finished run (its index.html, or None)."""
+    from furlora.eval.report import demo_comparison
+
+    return demo_comparison(config=config, summary=summary, output_dir=output / "comparison")
