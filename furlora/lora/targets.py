@@ -233,10 +233,8 @@ def _supported(module: nn.Module) -> bool:
 
 
 def _has_lora_layers(root: nn.Module) -> bool:
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:  # pragma: no cover - peft is a dependency
-        return False
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     return any(isinstance(m, BaseTunerLayer) for m in root.modules())
 
 

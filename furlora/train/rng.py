@@ -43,12 +43,9 @@ def seed_global_rngs(seed: int, global_step: int, rank: int) -> None:
     value = derive_seed(seed, "global", global_step, rank)
     torch.manual_seed(value)
     random.seed(value)
-    try:
-        import numpy as np
+    import numpy as np
 
-        np.random.seed(value % (2**32))
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        pass
+    np.random.seed(value % (2**32))
 
 
 def capture_rng_state() -> dict[str, Any]:
