@@ -7,7 +7,9 @@ grey (I;16*), 32-bit I and F. 16-bit RGB PNGs are read by Pillow as 8-bit RGB.
 
 EXIF orientation: the image's orientation tag is applied to the image *and to its masks*
 (masks are stored in the same pixel orientation as the image file they belong to), unless a
-mask file carries its own orientation tag, which then wins. Every decoding failure becomes a
+mask file carries its own orientation tag, which then wins, or a mask of a non-square image has
+the displayed (rotated) size rather than the stored one: it was drawn on the displayed image
+(GIMP, Photoshop, LabelMe) and is used as drawn. Every decoding failure becomes a
 :class:`~furlora.errors.DatasetError` naming the file: no traceback from inside Pillow.
 """
 
@@ -119,12 +121,38 @@ def load_image(path: str | Path) -> LoadedImage:
     return LoadedImage(rgb=rgb, alpha=alpha, orientation=orientation, mode=mode)
 
 
-def load_mask_file(path: str | Path, image_orientation: int = 1) -> np.ndarray:
+@dataclass
+class LoadedMask:
+    """A decoded mask in the displayed (EXIF-rotated) orientation of its image."""
+
+    values: np.ndarray  # float32 [H, W] in [0, 1], not binarised
+    drawn_on_displayed: bool  # the file was drawn on the rotated view and is used as it is
+
+
+def drawn_on_displayed_view(stored: tuple[int, int], orientation: int, displayed: tuple[int, int] | None) -> bool:
+    """True when a mask of ``stored`` (h, w) can only have been drawn on the displayed image.
+
+    GIMP, Photoshop and LabelMe rotate a phone photo by its EXIF tag before you draw, so the
+    exported mask has the displayed size. With a 90-degree orientation (5-8) and a non-square
+    image the two sizes differ, which makes this unambiguous; for square images (and 180-degree
+    or mirror orientations) the sizes agree, so the file is taken as drawn on the stored pixels.
+    """
+    return displayed is not None and orientation in (5, 6, 7, 8) and stored == displayed and stored != displayed[::-1]
+
+
+def load_mask_file(path: str | Path, image_orientation: int = 1, displayed_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode a mask file into float32 ``[H, W]`` in ``[0, 1]`` (not binarised); see :func:`load_mask`."""
+    return load_mask(path, image_orientation, displayed_size).values
+
+
+def load_mask(path: str | Path, image_orientation: int = 1, displayed_size: tuple[int, int] | None = None) -> LoadedMask:
     """Decode a mask file into float32 ``[H, W]`` in ``[0, 1]`` (not binarised).
 
     Grey masks are used as they are; colour masks use their brightest channel (a red-on-black
     mask counts like a white-on-black one); an alpha channel multiplies the value (transparent
-    = 0). The image's EXIF orientation is applied unless the mask file has its own.
+    = 0). The image's EXIF orientation is applied unless the mask file has its own, or unless
+    the mask has the image's displayed (h, w) ``displayed_size`` and not its stored size
+    (:func:`drawn_on_displayed_view`): then it is used as drawn.
     """
     path = Path(path)
     img = _open(path, "mask")
@@ -139,7 +167,10 @@ def load_mask_file(path: str | Path, image_orientation: int = 1) -> np.ndarray:
         values = data[..., :3].max(axis=2)
         if has_alpha:
             values = values * data[..., 3]
-    return apply_orientation(np.ascontiguousarray(values, dtype=np.float32), own if own is not None else image_orientation)
+    values = np.ascontiguousarray(values, dtype=np.float32)
+    if own is None and drawn_on_displayed_view(values.shape, image_orientation, displayed_size):
+        return LoadedMask(values, True)
+    return LoadedMask(apply_orientation(values, own if own is not None else image_orientation), False)
 
 
 def peek(path: str | Path) -> tuple[str, tuple[int, int]] | None:

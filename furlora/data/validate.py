@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from furlora.data.images import LoadedImage, load_image, load_mask_file
+from furlora.data.buckets import assign_bucket, make_buckets
+from furlora.data.images import LoadedImage, LoadedMask, load_image, load_mask
 from furlora.data.labelme import rasterize
 from furlora.data.layouts import Discovery, MaskSource, SampleRecord, discover
 from furlora.data.masks import coverage, grey_fraction, prepare_mask
@@ -28,6 +29,10 @@ logger = logging.getLogger(__name__)
 
 #: Region of samples trained on the whole image (``data.missing_mask: full``).
 FULL_REGION = "whole_image"
+#: An image enlarged more than this many times (linear) to reach its bucket is reported (warning) ...
+UPSCALE_WARNING = 2.0
+#: ... and past this many times it is an error: 8x turns one pixel into an 8x8 block, no fur left to learn.
+UPSCALE_LIMIT = 8.0
 
 
 @dataclass(frozen=True)
@@ -45,13 +50,35 @@ class SampleInfo:
 
 def decode_mask(source: MaskSource, image: LoadedImage) -> np.ndarray:
     """Raw float32 ``[H, W]`` in ``[0, 1]`` of one region (not binarised). Raises DatasetError."""
+    return _decode(source, image).values
+
+
+def _decode(source: MaskSource, image: LoadedImage) -> LoadedMask:
     if source.kind == "alpha":
         if image.alpha is None:
             raise DatasetError(f"image {source.path} has no alpha channel, so it has no mask (layout alpha)")
-        return image.alpha
+        return LoadedMask(image.alpha, False)
     if source.kind == "labelme":
-        return rasterize(source.shapes, image.size)
-    return load_mask_file(source.path, image.orientation)
+        return LoadedMask(rasterize(source.shapes, image.size), False)
+    return load_mask(source.path, image.orientation, image.size)
+
+
+def upscale_factor(size: tuple[int, int], settings: DataSettings) -> float:
+    """How much an image of (h, w) ``size`` is enlarged to cover its bucket at ``data.resolution``."""
+    bh, bw = assign_bucket(size, make_buckets(settings.resolution, settings.buckets))
+    return max(bh / size[0], bw / size[1])
+
+
+def _size_problems(image: LoadedImage, record: SampleRecord, settings: DataSettings) -> list[Problem]:
+    """A warning for an image enlarged more than UPSCALE_WARNING times, an error past UPSCALE_LIMIT."""
+    factor = upscale_factor(image.size, settings)
+    if factor <= UPSCALE_WARNING:
+        return []
+    h, w = image.size
+    what = f"image is {w}x{h}, so training at data.resolution {settings.resolution} enlarges it {factor:.1f}x"
+    if factor > UPSCALE_LIMIT:
+        return [Problem(record.image, f"{what} (more than {UPSCALE_LIMIT:g}x): it would train on blur; use a larger image, lower data.resolution, or remove it", kind="too_small", image=record.image)]
+    return [Problem(record.image, f"{what}: expect blurred detail; a larger image or a lower data.resolution keeps the fur sharp", "warning", kind="too_small", image=record.image)]
 
 
 def _check_mask(source: MaskSource, raw: np.ndarray, image: LoadedImage, record: SampleRecord, settings: DataSettings) -> tuple[list[Problem], float]:
@@ -92,6 +119,7 @@ def _check_record(record: SampleRecord, settings: DataSettings, layout: str, rep
         image = load_image(record.image)
     except DatasetError as exc:
         return None, [Problem(record.image, str(exc).replace(f" {record.image}", "", 1), kind="unreadable", image=record.image)]
+    problems += _size_problems(image, record, settings)
     if image.alpha is not None and layout != "alpha":
         problems.append(Problem(record.image, f"image has an alpha channel ({image.mode}); it is ignored and the RGB values are used (set data.layout: alpha to use it as the mask)", "warning", kind="alpha_ignored", image=record.image))
     used: dict[str, MaskSource] = {}
@@ -116,10 +144,14 @@ def _check_record(record: SampleRecord, settings: DataSettings, layout: str, rep
             problems.append(Problem(source.path, f"second mask for region {source.region!r} (first: {used[source.region].path}); keep one", kind="duplicate_mask", image=record.image))
             continue
         try:
-            raw = decode_mask(source, image)
+            loaded = _decode(source, image)
         except DatasetError as exc:
             problems.append(Problem(source.path, str(exc).replace(f" {source.path}", "", 1), kind="unreadable" if source.kind != "alpha" else "missing_mask", image=record.image))
             continue
+        raw = loaded.values
+        if loaded.drawn_on_displayed:
+            report.counts["masks drawn on the displayed (EXIF-rotated) image, used as drawn"] += 1
+            logger.info("%s: mask has the displayed size of %s (EXIF orientation %d), not its stored size: used as drawn on the displayed image", source.path, record.image.name, image.orientation)
         mask_problems, cov = _check_mask(source, raw, image, record, settings)
         problems += mask_problems
         if cov >= 0:

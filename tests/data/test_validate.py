@@ -237,9 +237,52 @@ def test_mask_modes_are_handled(maker, make_settings, kind):
     np.testing.assert_array_equal(ds.sample(0, 0)["region_masks"][0].numpy(), m / 255.0)
 
 
-def test_mask_drawn_on_the_displayed_image_gets_a_hint(maker, make_settings):
+def test_mask_drawn_on_the_displayed_image_is_used_as_drawn(maker, make_settings, caplog):
+    # What GIMP / Photoshop / LabelMe export for a phone photo: the mask has the displayed size.
+    img, masks = scene(64, 96, seed=7)
+    maker.image("rot.png", img, exif_orientation=6)  # stored 64x96 landscape, shown 96x64 portrait
+    shown = {r: np.rot90(m, -1).copy() for r, m in masks.items()}  # as drawn on the shown image
+    for r in "abc":
+        maker.image(f"rot.{r}.png", shown[r])  # portrait, no EXIF of its own
+    with caplog.at_level(logging.INFO, logger="furlora.data"):
+        ds = MaskedDataset(make_settings(buckets={"enabled": False}, resolution=64), maker.root)
+    assert [p for p in ds.report.problems if p.kind == "size_mismatch"] == []
+    assert ds.report.counts["masks drawn on the displayed (EXIF-rotated) image, used as drawn"] == 3
+    assert "rot.a.png: mask has the displayed size of rot.png (EXIF orientation 6)" in caplog.text
+    rgb, loaded = ds.load_arrays(0)
+    np.testing.assert_array_equal(loaded["a"], shown["a"] / 255.0)
+    assert rgb[loaded["a"] > 0.5][:, 0].min() == 255  # the face mask lies on the red disc as displayed
+
+
+def test_square_image_masks_follow_the_stored_pixels(maker, make_settings):
+    # Square: both readings fit, so the mask is taken as drawn on the stored pixels (rotated with the image).
+    img, masks = scene(64, 64, seed=7)
+    maker.image("sq.png", img, exif_orientation=6)
+    maker.image("sq.a.png", masks["a"])
+    ds = MaskedDataset(make_settings(buckets={"enabled": False}), maker.root)
+    _, loaded = ds.load_arrays(0)
+    np.testing.assert_array_equal(loaded["a"], np.rot90(masks["a"], -1) / 255.0)
+    assert ds.report.counts["masks drawn on the displayed (EXIF-rotated) image, used as drawn"] == 0
+
+
+def test_mask_with_its_own_rotation_tag_and_displayed_size_gets_a_hint(maker, make_settings):
     img, masks = scene(64, 96, seed=7)
     maker.image("rot.png", img, exif_orientation=6)
-    maker.image("rot.a.png", np.rot90(masks["a"], -1).copy())  # portrait, no EXIF of its own
+    maker.image("rot.a.png", np.rot90(masks["a"], -1).copy(), exif_orientation=6)  # rotated twice
     (p,), _ = _problems(maker, make_settings(), "size_mismatch")
     assert p.path.name == "rot.a.png" and "EXIF orientation 6" in p.message and "displayed" in p.message
+
+
+@pytest.mark.parametrize(("size", "resolution", "severity", "factor"), [
+    ((64, 64), 64, None, None), ((24, 24), 64, "warning", "2.7x"), ((4, 4), 64, "error", "16.0x"),
+])
+def test_images_far_smaller_than_the_resolution_are_reported(maker, make_settings, size, resolution, severity, factor):
+    maker.furlora_sample("small", size=size)
+    found, report = _problems(maker, make_settings(resolution=resolution, buckets={"enabled": False}), "too_small")
+    if severity is None:
+        assert found == []
+        return
+    (p,) = found
+    assert p.severity == severity and p.path.name == "small.png"
+    assert f"image is {size[1]}x{size[0]}" in p.message and f"data.resolution {resolution} enlarges it {factor}" in p.message
+    assert (report.skipped == [p.path]) == (severity == "error")
