@@ -1,4 +1,4 @@
-"""Observability of a run: the tqdm progress bar, TensorBoard scalars through accelerate, memory."""
+"""Observability of a run: the progress bar (lines when not on a terminal), TensorBoard scalars through accelerate, memory."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ class RunTracker:
         run_name: str,
         config: dict[str, Any],
     ) -> None:
-        from tqdm.auto import tqdm
+        from furlora.progress import progress_bar
 
         self.accelerator = accelerator
         self.every = every_n_steps
@@ -54,14 +54,8 @@ class RunTracker:
         self.is_main = accelerator.is_main_process
         if self.trackers:
             accelerator.init_trackers(run_name, config=hparams(config))
-        self.bar = tqdm(
-            total=total_steps,
-            initial=initial_step,
-            desc="train",
-            unit="step",
-            disable=not (progress_bar and self.is_main),
-            dynamic_ncols=True,
-        )
+        # A live bar on a terminal; whole lines at an interval in a log file or CI (furlora.progress).
+        self.bar = progress_bar(total_steps, "train", "step", initial=initial_step, disable=not (progress_bar and self.is_main))
         self.last: dict[str, float] = {}
         self._smoothed: float | None = None
         self._start = time.perf_counter()
