@@ -13,6 +13,10 @@ What each metric answers:
   mask relative to the original: below 1 means fur detail was smoothed away.
 - ``colour_stats``: mean colour inside the mask vs the ring around the band, and how much that
   contrast moved relative to the original (colour smudges).
+- ``delta_e`` / ``colour_error``: colour against the original in CIE Lab (opencv's sRGB D65
+  conversion), as CIE76 distances: the mean per-pixel distance (colour and texture together),
+  and the distance between the mean colours (a colour cast, e.g. orange painted on grey fur;
+  about 2.3 is a just-noticeable difference).
 """
 
 from __future__ import annotations
@@ -172,6 +176,31 @@ def colour_stats(image: np.ndarray, inside: np.ndarray, around: np.ndarray) -> d
     return stats
 
 
+def to_lab(image: np.ndarray) -> np.ndarray:
+    """float64 [H, W, 3] CIE Lab (L in [0, 100]) of an sRGB image in [0, 1] (grey: [H, W] or 1 channel)."""
+    import cv2
+
+    rgb = np.asarray(image, dtype=np.float32)
+    if rgb.ndim == 2:
+        rgb = rgb[..., None]
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    return cv2.cvtColor(np.ascontiguousarray(np.clip(rgb[..., :3], 0.0, 1.0)), cv2.COLOR_RGB2Lab).astype(np.float64)
+
+
+def lab_errors(output: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """``delta_e``: mean per-pixel CIE76 distance over the mask; ``colour_error``: CIE76 distance
+    between the mean Lab colours of output and reference over the mask. nan for an empty mask."""
+    where = np.asarray(mask, dtype=bool)
+    if not where.any():
+        return {"delta_e": float("nan"), "colour_error": float("nan")}
+    out, ref = to_lab(output)[where], to_lab(reference)[where]
+    return {
+        "delta_e": float(np.linalg.norm(out - ref, axis=1).mean()),
+        "colour_error": float(np.linalg.norm(out.mean(axis=0) - ref.mean(axis=0))),
+    }
+
+
 def region_metrics(
     output: np.ndarray,
     reference: np.ndarray,
@@ -210,6 +239,7 @@ def region_metrics(
         "detail_energy_input": detail_ref,
         "detail_ratio": detail_out / detail_ref if detail_ref > 0 else float("nan"),
         "colour_shift": float(np.linalg.norm(contrast_out - contrast_ref)),
+        **lab_errors(output, reference, mask),
         "luma_inside": _mean_over(luma(output), mask),
         "luma_ring": _mean_over(luma(output), around),
         "mask_pixels": float(mask.sum()),

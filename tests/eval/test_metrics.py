@@ -101,6 +101,22 @@ def test_colour_shift_and_regions():
     assert not any(k.startswith("region/face/drift") for k in m)
 
 
+def test_lab_colour_errors_separate_texture_from_a_colour_cast():
+    stripes = np.zeros((32, 32, 3))
+    stripes[:, ::2] = 1.0  # black and white fur strands
+    swapped = 1.0 - stripes  # same colours, strands moved by one pixel
+    mask = np.ones((32, 32), bool)
+    m = compute_metrics(swapped, stripes, mask, mask)
+    # white is L=100 and black L=0 in Lab: every pixel is 100 off, the mean colour not at all
+    assert m["delta_e"] == pytest.approx(100.0, abs=1e-3) and m["colour_error"] == pytest.approx(0.0, abs=1e-3)
+    orange = stripes * np.array([1.0, 0.6, 0.2])  # the strands painted orange: a colour cast
+    cast = compute_metrics(orange, stripes, mask, mask, regions={"face": mask.astype(np.float32)})
+    # only the white strands moved, all by the same Lab vector: the whole error is a colour cast
+    assert cast["colour_error"] > 25.0 and cast["colour_error"] == pytest.approx(cast["delta_e"])
+    assert cast["region/face/colour_error"] == cast["colour_error"]
+    assert compute_metrics(stripes, stripes, mask, mask)["delta_e"] == 0.0
+
+
 def test_box_dilate_matches_a_square_neighbourhood():
     mask = np.zeros((9, 9), bool)
     mask[4, 4] = True
