@@ -7,8 +7,9 @@ changes the result (resolution, crop, flip, mask settings ...), plus whatever th
 changes the key: a stale entry is never served, it is simply not found.
 
 Entries are safetensors files written atomically (temporary file, then rename), so a crash never
-leaves a half-written entry under a valid name. The key parts are stored in the file's metadata
-and compared on read, so even a hash collision could not return the wrong tensors.
+leaves a half-written entry under a valid name. The key parts and a sha256 of the tensors' bytes
+are stored in the file's metadata and checked on read, so neither a hash collision nor a damaged
+file (bit rot, a copy cut short) can return wrong tensors: such an entry is recomputed.
 
 The dataset builds key parts (:meth:`furlora.data.dataset.MaskedDataset.cache_key_parts`); the
 trainer adds its model fingerprint and calls :meth:`LatentCache.get_or_compute` with a function
@@ -28,9 +29,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from furlora.atomic import publish_file
+
 logger = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 _DIGESTS: dict[tuple[str, int, int, int], str] = {}
 
 
@@ -39,6 +42,24 @@ def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
     return Path(os.environ.get("FURLORA_CACHE") or Path.home() / ".cache" / "furlora") / "data"
+
+
+def run_cache_dir(cache_dir: str | Path | None, output_dir: str | Path) -> Path:
+    """The latent cache folder of a run: ``data.cache_dir`` if set, else ``<output_dir>/cache``."""
+    return Path(cache_dir) if cache_dir is not None else Path(output_dir) / "cache"
+
+
+def tensors_digest(tensors: Mapping[str, Any]) -> str:
+    """sha256 over names, dtypes, shapes and bytes of a dict of CPU tensors (sorted by name)."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
 
 
 def file_digest(path: str | Path) -> str:
@@ -109,6 +130,9 @@ class LatentCache:
                 logger.warning("cache entry %s does not match its key parts; recomputing", path)
                 return None
             tensors = load_file(str(path))
+            if meta.get("sha256") != tensors_digest(tensors):
+                logger.warning("cache entry %s fails its checksum (damaged file); recomputing", path)
+                return None
         except Exception as exc:  # noqa: BLE001 - a damaged entry is recomputed, never trusted
             logger.warning("cache entry %s is unreadable (%s); recomputing", path, exc)
             return None
@@ -126,8 +150,14 @@ class LatentCache:
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
         os.close(fd)
         try:
-            save_file(data, tmp, metadata={"format": str(CACHE_FORMAT), "key_parts": canonical_json(key_parts), "single": "1" if single else "0"})
-            os.replace(tmp, path)
+            metadata = {
+                "format": str(CACHE_FORMAT),
+                "key_parts": canonical_json(key_parts),
+                "single": "1" if single else "0",
+                "sha256": tensors_digest(data),
+            }
+            save_file(data, tmp, metadata=metadata)
+            publish_file(tmp, path)  # the umask's mode, not mkstemp's 0600 (a shared cache folder)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)

@@ -22,6 +22,14 @@ cache_keys             {"latents" | "masked_latents" | "text": key parts dict, o
 
 Every random choice of a sample comes from generators seeded by (seed, epoch, index), so a
 sample can be recreated exactly in any process; ``ds[(index, epoch)]`` works too.
+
+``cache_latents=True`` (what the trainer uses with ``train.cache_latents``) freezes the
+augmentation the way kohya does, so that every epoch reads cached latents: epoch ``e`` draws
+crop, flip, zoom, rotation and colour as epoch ``e % data.cache.variants`` does, and the
+inpainting hole is one of a fixed set per image and variant (:meth:`MaskedDataset.hole_count`
+seeded draws of ``data.inpaint_mask`` plus the plain region hole). The first cycle of epochs
+sees exactly the draws of an uncached run; later epochs repeat them. Without it, a random
+augmentation switches off the caches it makes useless (:class:`CachePlan`).
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ from furlora.data.cache import array_digest, file_digest
 from furlora.data.images import load_image
 from furlora.data.masks import bounding_box, merge_regions, prepare_mask, refine
 from furlora.data.random_masks import is_deterministic, make_inpaint_mask, sample_rng
-from furlora.data.settings import DataSettings
+from furlora.data.settings import DataSettings, InpaintMaskSettings
 from furlora.data.transforms import ColourParams, GeometryParams, apply_colour, apply_geometry, plan_colour, plan_geometry
 from furlora.data.validate import FULL_REGION, SampleInfo, decode_mask, validate_dataset
 from furlora.errors import DatasetError
@@ -88,7 +96,15 @@ class MaskedDataset(torch.utils.data.Dataset):
     ``root`` overrides ``settings.path``; ``split`` picks a sub-folder or sibling folder.
     """
 
-    def __init__(self, settings: DataSettings, root: str | Path | None = None, *, split: str | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        settings: DataSettings,
+        root: str | Path | None = None,
+        *,
+        split: str | None = None,
+        seed: int = 0,
+        cache_latents: bool = False,
+    ) -> None:
         self.settings = settings
         self.root = resolve_root(settings.path if root is None else root, split)
         self.samples: list[SampleInfo]
@@ -98,6 +114,7 @@ class MaskedDataset(torch.utils.data.Dataset):
         self._bucket = [assign_bucket(s.size, self.buckets) for s in self.samples]
         self.seed = int(seed)
         self.epoch = 0
+        self.cache_latents = bool(cache_latents)
         self.cache_plan = self._cache_plan()
         for reason in self.cache_plan.reasons:
             logger.info("cache: %s", reason)
@@ -154,23 +171,17 @@ class MaskedDataset(torch.utils.data.Dataset):
             raise IndexError(f"sample index {index} out of range 0..{len(self) - 1}")
         info = self.samples[index]
         s = self.settings
-        rgb, masks = self.load_arrays(index)
-        geometry, colour = self._plan(index, masks, sample_rng(self.seed, epoch, index, 0), augment)
-        present = [r for r in self.region_names if r in masks]
-        image, warped = apply_geometry(rgb, [masks[r] for r in present], geometry)
-        image = apply_colour(image, colour)
-        h, w = geometry.target_size
-        stack = np.zeros((len(self.region_names), h, w), np.float32)
-        for region, m in zip(present, warped):
-            # "> 0.5": disjoint regions stay disjoint after interpolation (their values sum to <= 1)
-            m = (m > 0.5).astype(np.float32) if s.masks.mode == "binary" else np.clip(m, 0.0, 1.0)
-            stack[self.region_names.index(region)] = refine(m, s.masks.erode_px, s.masks.dilate_px, s.masks.feather_px)
-        merged = merge_regions(stack, self.region_weights, s.masks.merge) if len(stack) else np.zeros((h, w), np.float32)
-        hole, kind = make_inpaint_mask(s.inpaint_mask, merged, sample_rng(self.seed, epoch, index, 1))
+        image, stack, merged, geometry, colour = self._render(index, self.variant_of(epoch), augment)
+        if self.cache_latents:
+            variant = self.variant_of(epoch)
+            slot = 0 if epoch < s.cache.variants else int(sample_rng(self.seed, epoch, index, 3).integers(self.hole_count()))
+            hole, kind = self._hole(index, variant, slot, merged)
+        else:
+            hole, kind = make_inpaint_mask(s.inpaint_mask, merged, sample_rng(self.seed, epoch, index, 1))
         caption = info.caption
         if s.captions.dropout > 0 and sample_rng(self.seed, epoch, index, 2).random() < s.captions.dropout:
             caption = ""
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+        pixels = _to_pixels(image)
         hole_t = torch.from_numpy(hole)[None]
         return {
             "pixel_values": pixels,
@@ -190,6 +201,63 @@ class MaskedDataset(torch.utils.data.Dataset):
             "cache_keys": self._cache_keys(info, geometry, colour, hole, caption),
         }
 
+    def variant_of(self, epoch: int) -> int:
+        """The epoch whose augmentation draws ``epoch`` uses (itself unless the cache freezes them)."""
+        return epoch % self.settings.cache.variants if self.cache_latents else epoch
+
+    def _render(
+        self, index: int, epoch: int, augment: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, GeometryParams, ColourParams]:
+        """(augmented uint8 image, region stack [R, H, W], merged mask [H, W], geometry, colour) of ``epoch``'s draw."""
+        s = self.settings
+        rgb, masks = self.load_arrays(index)
+        geometry, colour = self._plan(index, masks, sample_rng(self.seed, epoch, index, 0), augment)
+        present = [r for r in self.region_names if r in masks]
+        image, warped = apply_geometry(rgb, [masks[r] for r in present], geometry)
+        image = apply_colour(image, colour)
+        h, w = geometry.target_size
+        stack = np.zeros((len(self.region_names), h, w), np.float32)
+        for region, m in zip(present, warped):
+            # "> 0.5": disjoint regions stay disjoint after interpolation (their values sum to <= 1)
+            m = (m > 0.5).astype(np.float32) if s.masks.mode == "binary" else np.clip(m, 0.0, 1.0)
+            stack[self.region_names.index(region)] = refine(m, s.masks.erode_px, s.masks.dilate_px, s.masks.feather_px)
+        merged = merge_regions(stack, self.region_weights, s.masks.merge) if len(stack) else np.zeros((h, w), np.float32)
+        return image, stack, merged, geometry, colour
+
+    # ------------------------------------------------------------------ the fixed hole set (cache mode)
+    def hole_count(self) -> int:
+        """How many holes the fixed set of one image and variant holds (cache mode)."""
+        s = self.settings.inpaint_mask
+        if is_deterministic(s):
+            return 1
+        return self.settings.cache.holes + (1 if s.region > 0 else 0)
+
+    def _hole(self, index: int, variant: int, slot: int, merged: np.ndarray) -> tuple[np.ndarray, str]:
+        """Hole ``slot`` of the fixed set: seeded draws of data.inpaint_mask (slot 0 = what an uncached
+        run draws in epoch ``variant``), then the plain region hole."""
+        s = self.settings.inpaint_mask
+        if slot < self.settings.cache.holes or is_deterministic(s):
+            stream = 1 if slot == 0 else 16 + slot
+            return make_inpaint_mask(s, merged, sample_rng(self.seed, variant, index, stream))
+        return make_inpaint_mask(_REGION_ONLY, merged, sample_rng(self.seed, variant, index, 15))
+
+    def cache_items(self, index: int, variant: int) -> dict[str, Any]:
+        """Everything the latent cache holds for image ``index`` in ``variant`` (cache mode only).
+
+        {"pixel_values": [3, H, W], "latents": key parts, "holes": [(key parts, masked pixels [3, H, W]), ...]}.
+        """
+        if not self.cache_latents:
+            raise ValueError("cache_items needs a dataset built with cache_latents=True")
+        info = self.samples[index]
+        image, _, merged, geometry, colour = self._render(index, variant)
+        pixels = _to_pixels(image)
+        holes = []
+        for slot in range(self.hole_count()):
+            hole, _ = self._hole(index, variant, slot, merged)
+            keys = self._cache_keys(info, geometry, colour, hole, info.caption)
+            holes.append((keys["masked_latents"], pixels * (1.0 - torch.from_numpy(hole)[None])))
+        return {"pixel_values": pixels, "latents": self._cache_keys(info, geometry, colour, merged, info.caption)["latents"], "holes": holes}
+
     # ------------------------------------------------------------------ caching
     def _cache_keys(self, info: SampleInfo, geometry: GeometryParams, colour: ColourParams, hole: np.ndarray, caption: str) -> dict[str, Any]:
         plan = self.cache_plan
@@ -205,9 +273,11 @@ class MaskedDataset(torch.utils.data.Dataset):
         return self.sample(index, epoch)["cache_keys"]
 
     def _cache_plan(self) -> CachePlan:
-        """Random augmentations switch off only the caches they make useless."""
+        """Random augmentations switch off only the caches they make useless (unless the cache freezes them)."""
         a = self.settings.augment
         reasons: list[str] = []
+        if self.cache_latents:  # every draw comes from a fixed set: everything is cacheable
+            return CachePlan(latents=True, masked_latents=True, text=True, reasons=reasons)
         if a.enabled:
             if a.rotate_deg > 0:
                 reasons.append(f"latents not cached: augment.rotate_deg={a.rotate_deg} draws a new rotation every epoch")
@@ -228,6 +298,16 @@ class MaskedDataset(torch.utils.data.Dataset):
         bh, bw = self._bucket[index]
         scale = max(bh / h, bw / w) * self.settings.augment.zoom[0]
         return int(round(h * scale)) > bh or int(round(w * scale)) > bw
+
+
+_REGION_ONLY = InpaintMaskSettings(
+    region=1.0, region_grown=0.0, region_shrunk=0.0, strokes=0.0, boxes=0.0, ellipses=0.0, full=0.0
+)
+
+
+def _to_pixels(image: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float32 [3, H, W] in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
 
 
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:

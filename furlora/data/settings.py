@@ -145,6 +145,27 @@ class CaptionSettings(Settings):
     dropout: float = Field(0.0, ge=0.0, le=1.0, description="Probability of training a sample with the empty caption.")
 
 
+class LatentCacheSettings(Settings):
+    """What the on-disk latent cache holds when ``train.cache_latents`` is on (kohya-style frozen augmentation)."""
+
+    variants: int = Field(
+        2,
+        ge=1,
+        description=(
+            "Augmentation variants per image that the cache holds: epoch e draws crop, flip, zoom, rotation and "
+            "colour as epoch e % variants does, so every epoch reads cached latents. 1 = kohya's one frozen crop per image."
+        ),
+    )
+    holes: int = Field(
+        4,
+        ge=1,
+        description=(
+            "9-channel objective: inpainting holes per image and variant (drawn from data.inpaint_mask with fixed "
+            "seeds, plus the plain region hole); each epoch draws one of them, so masked-image latents are cached too."
+        ),
+    )
+
+
 class DataSettings(Settings):
     """Where the training data is and how samples are made."""
 
@@ -181,7 +202,14 @@ class DataSettings(Settings):
     bad_samples: Literal["error", "skip"] = Field(
         "error", description="Samples with problems: stop with the full list (error) or leave them out (skip, logged and counted)."
     )
-    cache_dir: str | None = Field(None, description="Latent / text-embedding cache folder. None: $FURLORA_CACHE/data or ~/.cache/furlora/data.")
+    cache_dir: str | None = Field(
+        None,
+        description=(
+            "Latent cache folder (entries are keyed by content hash + model + resolution + crop, so runs may share "
+            "one). None: `cache` inside the run's output_dir."
+        ),
+    )
+    cache: LatentCacheSettings = Field(default_factory=LatentCacheSettings)
     masks: MaskSettings = Field(default_factory=MaskSettings)
     inpaint_mask: InpaintMaskSettings = Field(default_factory=InpaintMaskSettings)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)

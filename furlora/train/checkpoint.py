@@ -14,6 +14,11 @@ then the folder itself, and only then renamed to ``step-00000120`` (an atomic re
 parent folder fsynced. A kill at any moment therefore leaves either no new checkpoint or a
 complete one. Retention deletes old checkpoints only after the new one is complete, and renames
 them to ``.deleting-...`` first so a half-deleted folder is never mistaken for a checkpoint.
+
+Per-step checkpoints cost the training thread one copy: :class:`CheckpointWriter` copies the
+state into reused host buffers (pinned, with non-blocking copies, when the state is on a CUDA
+device; one ``torch.cat(out=...)`` per dtype on the CPU) and returns; its writer thread waits for
+the copy, serialises, checksums, writes and renames. At most one write is in flight.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,14 +78,59 @@ def checkpoint_name(step: int) -> str:
     return f"step-{step:08d}"
 
 
-def pack(state: CheckpointState) -> PackedCheckpoint:
-    """Copy every tensor of ``state`` into a few CPU buffers (one ``torch.cat`` per dtype).
+def pack(state: CheckpointState, staging: StagingBuffers | None = None) -> PackedCheckpoint:
+    """Copy every tensor of ``state`` into a few CPU buffers (one per dtype).
 
     Cheap enough to run in the training thread at every step; afterwards training may change
-    the live tensors while the packed copy is written in the background.
+    the live tensors while the packed copy is written in the background. ``staging``: copy into
+    its reused buffers (their content is valid once ``staging.ready()`` returns).
     """
-    buffers, skeleton = flatten_state({"lora": state.lora, "ema": state.ema, "training": state.training})
+    stage = staging.stage if staging is not None else None
+    buffers, skeleton = flatten_state({"lora": state.lora, "ema": state.ema, "training": state.training}, stage)
     return PackedCheckpoint(step=state.step, buffers=buffers, skeleton=skeleton, meta=state.meta)
+
+
+class StagingBuffers:
+    """Host buffers, one per dtype, reused by every checkpoint (no new allocation per step).
+
+    Device tensors are copied with ``non_blocking=True`` into pinned buffers and a CUDA event
+    marks the end of the copies: the training thread goes on at once, the writer thread calls
+    :meth:`ready` before it reads the buffers. CPU tensors are concatenated into the buffer.
+    """
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, torch.Tensor] = {}
+        self._event: Any = None
+
+    def stage(self, name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
+        numel = sum(t.numel() for t in tensors)
+        dtype = tensors[0].dtype
+        on_cuda = any(t.is_cuda for t in tensors)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype or (on_cuda and not buffer.is_pinned()):
+            buffer = torch.empty(numel, dtype=dtype, pin_memory=on_cuda)
+            self._buffers[name] = buffer
+        out = buffer[:numel]
+        if not on_cuda:
+            torch.cat(tensors, out=out)
+            return out
+        offset = 0
+        for t in tensors:
+            out[offset : offset + t.numel()].copy_(t, non_blocking=t.is_cuda)
+            offset += t.numel()
+        self._event = torch.cuda.Event()
+        self._event.record()
+        return out
+
+    def ready(self) -> None:
+        """Block until the non-blocking copies of the last :meth:`stage` calls have landed."""
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.numel() * b.element_size() for b in self._buffers.values())
 
 
 def snapshot(value: Any) -> Any:
@@ -285,8 +336,19 @@ def _lower_thread_priority() -> None:
 class CheckpointWriter:
     """Writes checkpoints (in a background thread if ``asynchronous``) and applies retention.
 
-    At most one write is in flight: :meth:`save` first waits for the previous one. An error of
-    a background write is raised by the next :meth:`save` or :meth:`wait` in the caller's thread.
+    API (the trainer's, and what a signal handler's "save now" uses):
+
+    * :meth:`save` (state): copy the state into reused host buffers, start the write, return.
+      At most one write is in flight: if the previous one is not done, ``save`` waits for it
+      first (logged, and counted in ``last_wait_seconds``).
+    * :meth:`wait`: block until the write in flight is on disk; raise its error, if any.
+      ``save(state)`` then ``wait()`` = a synchronous checkpoint (e.g. before exiting on SIGTERM).
+    * :meth:`poll`: raise the error of a finished background write now, without blocking (the
+      trainer calls it every step, so a full disk stops training at once).
+    * ``in_flight``, ``last_written`` (path), ``last_blocked_seconds`` (training-thread time of
+      the last ``save``: wait + copy), ``last_wait_seconds``.
+
+    A failed write leaves the previous complete checkpoint untouched (see :func:`write_checkpoint`).
     """
 
     def __init__(self, directory: str | Path, keep_last: int, asynchronous: bool = True) -> None:
@@ -294,24 +356,50 @@ class CheckpointWriter:
         self.keep_last = keep_last
         self.asynchronous = asynchronous
         self._thread: threading.Thread | None = None
+        self._writing_step: int | None = None
         self._error: BaseException | None = None
+        self._staging = StagingBuffers()
         self.last_written: Path | None = None
+        self.last_blocked_seconds = 0.0
+        self.last_wait_seconds = 0.0
         self.before_rename: Callable[[], None] | None = None  # test hook: runs inside the write
+
+    @property
+    def in_flight(self) -> bool:
+        """A background write has started and not finished."""
+        return self._thread is not None and self._thread.is_alive()
 
     def save(self, state: CheckpointState) -> None:
         """Copy ``state`` now (:func:`pack`), then write it (in the background if asynchronous)."""
+        started = time.perf_counter()
+        if self.in_flight:
+            logger.info(
+                "checkpoint of step %d waits for the write of step %s to finish (writes are slower than "
+                "train.checkpoint.every_n_steps steps)", state.step, self._writing_step,
+            )
         self.wait()
-        packed = pack(state)
+        self.last_wait_seconds = time.perf_counter() - started
+        packed = pack(state, self._staging)
+        self.last_blocked_seconds = time.perf_counter() - started
         if not self.asynchronous:
             self._write(packed)
             self._raise_pending()
             return
+        self._writing_step = state.step
         self._thread = threading.Thread(target=self._write, args=(packed,), name="furlora-checkpoint", daemon=True)
         self._thread.start()
+
+    def poll(self) -> None:
+        """Raise the error of a background write that has finished, without waiting for one in flight."""
+        if self._thread is not None and not self._thread.is_alive():
+            self._thread.join()
+            self._thread = None
+        self._raise_pending()
 
     def _write(self, state: PackedCheckpoint) -> None:
         _lower_thread_priority()
         try:
+            self._staging.ready()
             path = write_checkpoint(self.directory, state, self.before_rename)
             apply_retention(self.directory, self.keep_last)
             self.last_written = path

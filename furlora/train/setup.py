@@ -65,7 +65,8 @@ def build_dataset(config: RunConfig, resolution: int | None = None, root: str | 
     settings = config.data
     if resolution is not None and resolution != settings.resolution:
         settings = settings.model_copy(update={"resolution": resolution})
-    return MaskedDataset(settings, root=root, seed=config.seed)
+    # train.cache_latents freezes augmentation per cache variant so every epoch reads cached latents.
+    return MaskedDataset(settings, root=root, seed=config.seed, cache_latents=config.train.cache_latents)
 
 
 def preflight(config: RunConfig, dataset: Any | None = None, val_dataset: Any | None = None) -> Preflight:

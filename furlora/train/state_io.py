@@ -9,6 +9,7 @@ JSON round trip exactly (``repr`` is round-trip safe; NaN / inf are allowed).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,8 +33,14 @@ def _table_columns(value: dict[Any, Any]) -> list[Any] | None:
     return columns
 
 
-def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
+def flatten_state(
+    obj: Any, stage: Callable[[str, list[torch.Tensor]], torch.Tensor] | None = None
+) -> tuple[dict[str, torch.Tensor], Any]:
     """(one flat buffer per dtype, JSON-serialisable skeleton) of a nested state.
+
+    ``stage(dtype name, flat tensors)`` makes the CPU buffer of one dtype (default: a new
+    ``torch.cat`` moved to the CPU); the checkpoint writer passes one that copies into reused
+    (pinned) buffers.
 
     Tensors are packed into one 1-D buffer per dtype (``torch.cat``: a single copy, and a
     safetensors file of a few tensors instead of thousands of small ones); the skeleton node of
@@ -85,7 +92,10 @@ def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
     with torch.no_grad():  # LoRA parameters require grad; the copy must not
         skeleton = walk(obj, "state")
         # One copy per dtype, on the tensors' device, then one transfer: a private CPU copy.
-        buffers = {name: torch.cat(tensors).to("cpu") for name, tensors in parts.items()}
+        if stage is None:
+            buffers = {name: torch.cat(tensors).to("cpu") for name, tensors in parts.items()}
+        else:
+            buffers = {name: stage(name, tensors) for name, tensors in parts.items()}
     return buffers, skeleton
 
 

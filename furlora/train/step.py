@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from furlora.models.conditioning import batch_micro_conditioning
-from furlora.train.encode import BatchEncoder, parts_key
+from furlora.train.encode import BatchEncoder
 from furlora.train.loss import (
     LossTerms,
     diffusion_loss,
@@ -105,9 +105,10 @@ def prepare_batch(
     device = encoder.device
     pixels = batch["pixel_values"]
     count = pixels.shape[0]
-    keys = None
+    keys = masked_keys = None
     if "cache_keys" in batch:  # the dataset knows when augmentation makes a sample uncacheable
-        keys = [parts_key((k or {}).get("latents")) for k in batch["cache_keys"]]
+        keys = [(k or {}).get("latents") for k in batch["cache_keys"]]
+        masked_keys = [(k or {}).get("masked_latents") for k in batch["cache_keys"]]
     latents = encoder.latents(pixels, keys=keys)
     size = tuple(latents.shape[-2:])
     names = _region_names(batch, count)
