@@ -123,7 +123,7 @@ def predict(resolution: int, checkpointing: bool, batch: int, rank: int):  # noq
     from furlora.memory import LoraPlan, PlanInput, estimate
 
     return estimate(PlanInput(
-        architecture="sdxl", resolution=(resolution, resolution), batch_size=batch, weight_dtype="fp32",
+        architecture="sdxl-meta", resolution=(resolution, resolution), batch_size=batch, weight_dtype="fp32",
         mixed_precision="no", lora={"unet": LoraPlan(rank=rank)}, gradient_checkpointing=checkpointing,
         attention="sdpa", optimizer="adamw", text_encoders_resident=False, vae_resident=False,
         encode_latents_per_step=False, encode_text_per_step=False, device="cpu",

@@ -16,7 +16,8 @@ from pathlib import Path
 from furlora.config import load_config
 from furlora.lora.formats import ADAPTER_METADATA_KEY, load_lora_file, save_lora_file
 from furlora.lora.hooks import LoraHookManager
-from furlora.lora.skeleton import META_MODELS, build_skeleton
+from furlora.models.architecture import META_SDXL, build_meta_sdxl
+from furlora.models.sdxl import resolve_model_path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "targets", help="show exactly which modules the lora: config hooks (no weights loaded)",
         description="List the LoRA targets of a config per component and block, with ranks, alphas, "
                     "parameter counts, file sizes and what was skipped. MODEL: "
-                    f"{', '.join(META_MODELS)} (real SDXL architecture), a tiny model name, or a folder.",
+                    f"{', '.join(META_SDXL)} (real SDXL architecture), a tiny model name, or a folder.",
     )
     targets.add_argument("--model", help="model to inspect (default: the config's model.source)")
     targets.add_argument("--config", help="run config YAML (default: built-in defaults)")
@@ -50,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _targets(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     model = args.model or config.model.source
-    components = build_skeleton(model, config.lora.enabled_components())
+    tree = model if model in META_SDXL else str(resolve_model_path(model))
+    components = build_meta_sdxl(tree, config.lora.enabled_components())
     manager = LoraHookManager(components, config.lora, model_name=model)
     report = manager.apply()  # on the meta device: proves peft wraps exactly the selection
     if args.json:

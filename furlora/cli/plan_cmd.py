@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value (repeatable)")
     parser.add_argument("--architecture", metavar="ARCH",
-                        help="sdxl, sdxl-inpainting, tiny-sdxl, tiny-sdxl-inpaint or a diffusers folder "
+                        help="sdxl-meta, sdxl-inpaint-meta, tiny-sdxl, tiny-sdxl-inpaint or a diffusers folder "
                              "(default: from model.source; needed when the model is not available locally)")
     parser.add_argument("--device", choices=("cuda", "cpu"),
                         help="plan for a CUDA GPU or for CPU memory (default: cpu if train.cpu, else cuda)")

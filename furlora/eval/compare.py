@@ -9,7 +9,6 @@ the input's own format) against the input, and the report folder is written
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -60,21 +59,6 @@ class ComparisonResult:
     """Samples that were not repainted (empty masks), with the reason."""
 
 
-def meta_modules(model_path: Path) -> dict[str, Any]:
-    """UNet and text encoders of a diffusers SDXL folder on the meta device (configs only, no weights)."""
-    import torch
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = json.loads((model_path / "unet" / "config.json").read_text(encoding="utf-8"))
-    with torch.device("meta"):
-        return {
-            "unet": UNet2DConditionModel.from_config(config),
-            "text_encoder": CLIPTextModel(CLIPTextConfig.from_pretrained(model_path / "text_encoder")),
-            "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(model_path / "text_encoder_2")),
-        }
-
-
 def prepare_inpainter(model: Any, lora_files: list[Any], settings: EvalSettings, *, dtype: str = "fp32",
                       device: str = "cpu", embedding_files: list[Any] | None = None) -> MultiPassInpainter:
     """An inpainter for ``model`` (a source string, SDXLComponents, pipeline or inpainter).
@@ -85,12 +69,13 @@ def prepare_inpainter(model: Any, lora_files: list[Any], settings: EvalSettings,
     if isinstance(model, MultiPassInpainter):
         return model
     if isinstance(model, (str, os.PathLike)):
+        from furlora.models.architecture import build_meta_sdxl
         from furlora.models.sdxl import inspect_model_folder, resolve_model_path
 
         path = resolve_model_path(model)
         inspect_model_folder(path)
         if lora_files or embedding_files:
-            modules = meta_modules(path)
+            modules = build_meta_sdxl(str(path), ("unet", "text_encoder", "text_encoder_2"))
             if lora_files:
                 check_lora_files(lora_files, modules)
             if embedding_files:

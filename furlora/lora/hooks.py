@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from furlora.lora.coverage import CoverageReport, build_coverage
 from furlora.lora.formats import load_lora_file, save_lora_file
 from furlora.lora.gradient_flow import GradientFlowReport, check_gradient_flow
 from furlora.lora.settings import COMPONENTS, LoraSettings
-from furlora.lora.targets import TargetSelection, select_targets
+from furlora.lora.targets import TargetSelection, exact_selection, select_targets
 from furlora.lora.weights import LoraWeights
 
 logger = logging.getLogger(__name__)
@@ -48,10 +48,13 @@ class LoraHookManager:
     ``components``: the modules by name (only the components enabled in ``settings`` are touched).
     ``seed``: seeds the LoRA initialisation (component ``i`` uses ``seed + i``), so two runs with the
     same seed start from identical LoRA weights; None uses torch's global generator.
+    ``targets``: exact live module names per component, used instead of the settings' presets /
+    blocks / patterns (names resolved earlier on an identical tree, e.g. by the memory planner).
     """
 
     def __init__(self, components: Mapping[str, nn.Module], settings: LoraSettings, *,
-                 seed: int | None = None, model_name: str = "model") -> None:
+                 seed: int | None = None, model_name: str = "model",
+                 targets: Mapping[str, Sequence[str]] | None = None) -> None:
         unknown = sorted(set(components) - set(COMPONENTS))
         if unknown:
             raise TargetError(f"unknown components {unknown}; LoRA can go on {', '.join(COMPONENTS)}")
@@ -65,6 +68,7 @@ class LoraHookManager:
         self.seed = seed
         self.model_name = model_name
         self.components: dict[str, nn.Module] = {c: components[c] for c in settings.enabled_components()}
+        self._exact_targets = dict(targets or {})
         self._selections: dict[str, TargetSelection] | None = None
         self._layers: dict[str, dict[str, nn.Module]] = {}
         """component -> canonical module name (text_model. included for text encoders) -> peft LoRA layer."""
@@ -81,7 +85,10 @@ class LoraHookManager:
             selections, problems = {}, []
             for name, module in self.components.items():
                 try:
-                    selections[name] = select_targets(name, module, self.settings.component(name))
+                    section = self.settings.component(name)
+                    exact = self._exact_targets.get(name)
+                    selections[name] = (select_targets(name, module, section) if exact is None
+                                        else exact_selection(name, module, section, list(exact)))
                 except TargetError as exc:
                     problems.append(str(exc))
             if problems:

@@ -228,6 +228,21 @@ def module_info(component: str, live_name: str, module: nn.Module) -> ModuleInfo
                       int(module.in_features), int(module.out_features))
 
 
+def exact_selection(component: str, root: nn.Module, settings: ComponentLoraSettings,
+                    live_names: list[str] | tuple[str, ...]) -> TargetSelection:
+    """A selection of exactly ``live_names`` (resolved earlier by :func:`select_targets` on an
+    identical module tree: the memory planner resolves once and injects into many meta copies)."""
+    modules, alias_map = walk_modules(root)
+    by_name = dict(modules)
+    missing = [n for n in live_names if n not in by_name or not _supported(by_name[n])]
+    if missing:
+        raise TargetError(f"lora.{component}: {len(missing)} target names are no Linear / Conv2d module of this "
+                          f"{type(root).__name__}, e.g. {missing[0]!r}")
+    targets = sorted((module_info(component, n, by_name[n]) for n in live_names), key=lambda i: natural_key(i.name))
+    aliases = {n: alias_map[n] for n in live_names if n in alias_map}
+    return TargetSelection(component, settings, targets, {}, aliases, {})
+
+
 def _supported(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 

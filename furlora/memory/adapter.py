@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 
 #: Public SDXL hub ids whose architecture ships with furlora (no download needed to plan).
 KNOWN_SOURCES: dict[str, str] = {
-    "stabilityai/stable-diffusion-xl-base-1.0": "sdxl",
-    "diffusers/stable-diffusion-xl-1.0-inpainting-0.1": "sdxl-inpainting",
+    "stabilityai/stable-diffusion-xl-base-1.0": "sdxl-meta",
+    "diffusers/stable-diffusion-xl-1.0-inpainting-0.1": "sdxl-inpaint-meta",
 }
 
 #: Does the trainer move frozen text encoders off the device once their outputs are cached?
@@ -47,7 +47,7 @@ def architecture_of(source: str) -> str:
     except ModelLoadError:
         raise ConfigError(
             f"model.source {source!r} is not available locally, so its architecture is unknown; "
-            f"plan with an explicit architecture (furlora plan ... --architecture sdxl or sdxl-inpainting)"
+            f"plan with an explicit architecture (furlora plan ... --architecture sdxl-meta or sdxl-inpaint-meta)"
         ) from None
 
 

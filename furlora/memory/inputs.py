@@ -23,7 +23,7 @@ Optimizer = Literal["adamw", "adamw8bit"]
 Device = Literal["cuda", "cpu"]
 
 #: Named architectures (anything else must be a diffusers-format SDXL folder).
-ARCHITECTURES: tuple[str, ...] = ("sdxl", "sdxl-inpainting", "tiny-sdxl", "tiny-sdxl-inpaint")
+ARCHITECTURES: tuple[str, ...] = ("sdxl-meta", "sdxl-inpaint-meta", "tiny-sdxl", "tiny-sdxl-inpaint")
 LORA_COMPONENTS: tuple[str, ...] = ("unet", "text_encoder", "text_encoder_2")
 
 _PRECISIONS = ("fp32", "fp16", "bf16")
@@ -53,8 +53,8 @@ class PlanInput:
     device, no weights); activations from a simulated training step at ``resolution``.
     """
 
-    architecture: str = "sdxl"
-    """``sdxl``, ``sdxl-inpainting``, ``tiny-sdxl``, ``tiny-sdxl-inpaint`` or a diffusers-format SDXL folder."""
+    architecture: str = "sdxl-meta"
+    """``sdxl-meta``, ``sdxl-inpaint-meta`` (the real SDXL architecture), ``tiny-sdxl``, ``tiny-sdxl-inpaint`` or a diffusers-format SDXL folder."""
     resolution: tuple[int, int] = (1024, 1024)
     """(height, width) in pixels of the largest training batch (largest bucket / schedule phase)."""
     batch_size: int = 1

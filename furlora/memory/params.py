@@ -9,7 +9,6 @@ parameter count is whatever peft creates (DoRA magnitudes included), never a for
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import math
 from functools import lru_cache
@@ -19,13 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from furlora.errors import ConfigError
-from furlora.memory.inputs import LoraPlan
+from furlora.errors import ConfigError, ModelLoadError
+from furlora.memory.inputs import ARCHITECTURES, LORA_COMPONENTS, LoraPlan
+from furlora.models.architecture import COMPONENTS
 
 logger = logging.getLogger(__name__)
 
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-COMPONENTS: tuple[str, ...] = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 #: bitsandbytes 8-bit optimizers keep tensors smaller than this in 32-bit state (their default).
 BNB_MIN_8BIT_SIZE = 4096
@@ -34,8 +33,6 @@ BNB_BLOCKSIZE = 256
 #: bitsandbytes' two shared 256-entry fp32 quantisation maps (dynamic, unsigned dynamic).
 BNB_QMAP_BYTES = 2 * 256 * 4
 
-_TEXT_ATTENTION = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj")
-_UNET_ATTENTION = ("to_q", "to_k", "to_v", "to_out.0")
 
 
 def dtype_size(name: str) -> int:
@@ -45,54 +42,33 @@ def dtype_size(name: str) -> int:
 
 # ----------------------------------------------------------------------------- architectures
 
+#: Planner names of the real SDXL architecture before they became the model names.
+_OLD_NAMES = {"sdxl": "sdxl-meta", "sdxl-inpainting": "sdxl-inpaint-meta"}
+
+
 def component_configs(architecture: str) -> dict[str, dict[str, Any]]:
     """Config dicts of the four SDXL components of ``architecture`` (see PlanInput.architecture)."""
-    from furlora.models.architecture import real_sdxl_config
-    from furlora.models.tiny import TINY_MODELS, tiny_spec
+    from furlora.models.architecture import component_config
 
-    if architecture in ("sdxl", "sdxl-inpainting"):
-        unet = "unet_inpainting" if architecture == "sdxl-inpainting" else "unet"
-        return {
-            "unet": dict(real_sdxl_config(unet)),
-            "vae": dict(real_sdxl_config("vae")),
-            "text_encoder": dict(real_sdxl_config("text_encoder")),
-            "text_encoder_2": dict(real_sdxl_config("text_encoder_2")),
-        }
-    if architecture in TINY_MODELS:
-        spec = tiny_spec(architecture)
-        return {name: dict(spec[name]) for name in COMPONENTS}
-    folder = Path(architecture)
-    if not folder.is_dir():
+    if architecture in _OLD_NAMES:
+        raise ConfigError(f"architecture {architecture!r} is now called {_OLD_NAMES[architecture]!r}; "
+                          f"write {_OLD_NAMES[architecture]}")
+    if architecture not in ARCHITECTURES and not Path(architecture).is_dir():
         raise ConfigError(
-            f"architecture {architecture!r} is neither one of sdxl, sdxl-inpainting, tiny-sdxl, "
-            "tiny-sdxl-inpaint nor an existing diffusers-format SDXL folder"
+            f"architecture {architecture!r} is neither one of {', '.join(ARCHITECTURES)} "
+            "nor an existing diffusers-format SDXL folder"
         )
-    configs: dict[str, dict[str, Any]] = {}
-    for name in COMPONENTS:
-        file = folder / name / "config.json"
-        try:
-            configs[name] = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{file}: cannot read the {name} config to plan memory ({exc})") from None
-    return configs
+    try:
+        return {name: component_config(architecture, name) for name in COMPONENTS}
+    except ModelLoadError as exc:
+        raise ConfigError(f"cannot read the configs to plan memory: {exc}") from None
 
 
 @lru_cache(maxsize=8)
 def _meta_component(architecture: str, component: str) -> nn.Module:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+    from furlora.models.architecture import build_component
 
-    config = dict(component_configs(architecture)[component])
-    with torch.device("meta"):
-        if component == "unet":
-            module: nn.Module = UNet2DConditionModel.from_config(config)
-        elif component == "vae":
-            module = AutoencoderKL.from_config(config)
-        else:
-            for key in ("architectures", "torch_dtype", "dtype", "transformers_version", "model_type", "_name_or_path"):
-                config.pop(key, None)
-            cls = CLIPTextModelWithProjection if component == "text_encoder_2" else CLIPTextModel
-            module = cls(CLIPTextConfig(**config))
+    module = build_component(component, component_configs(architecture)[component])
     module.requires_grad_(False)
     return module
 
@@ -137,41 +113,37 @@ def component_weight_bytes(architecture: str, component: str, dtype: str) -> int
 # ----------------------------------------------------------------------------- LoRA
 
 def lora_targets(component: str, root: nn.Module, settings: Any | None = None) -> tuple[str, ...]:
-    """Qualified names of the modules that get LoRA on ``root``.
-
-    ``settings``: a LoRA settings section (furlora.lora.settings.ComponentLoraSettings) resolved
-    with furlora.lora.targets (presets, blocks, include / exclude patterns); ``None``: the
-    attention projections.
+    """Live names of the modules that get LoRA on ``root``, resolved with furlora.lora.targets as
+    training resolves them. ``settings``: a LoRA settings section
+    (furlora.lora.settings.ComponentLoraSettings); ``None``: the default section (attention projections).
     """
-    if settings is not None:
-        from furlora.lora.targets import select_targets
+    from furlora.lora.targets import select_targets
 
-        return tuple(select_targets(component, root, settings).live_names)
-    suffixes = _UNET_ATTENTION if component == "unet" else _TEXT_ATTENTION
-    names = [n for n, m in root.named_modules() if isinstance(m, nn.Linear)
-             and any(n == s or n.endswith("." + s) for s in suffixes)]
-    if not names:
-        raise ConfigError(f"{component}: no attention projection found to put LoRA on")
-    return tuple(names)
+    return tuple(select_targets(component, root, settings or _lora_section(component, LoraPlan())).live_names)
+
+
+def _lora_section(component: str, plan: LoraPlan) -> Any:
+    from furlora.lora.settings import LoraSettings
+
+    fields = {"enabled": True, "rank": plan.rank, "alpha": plan.rank, "dropout": plan.dropout, "use_dora": plan.use_dora}
+    return LoraSettings.model_validate({component: fields}).component(component)
 
 
 def inject_lora(module: nn.Module, component: str, plan: LoraPlan, lora_dtype: str) -> nn.Module:
-    """Add peft LoRA layers to ``module`` in place (as training does); LoRA weights in ``lora_dtype``."""
-    from peft import LoraConfig, inject_adapter_in_model
+    """Add LoRA to ``module`` in place with the training's injection path
+    (furlora.lora.hooks on the meta device); LoRA weights in ``lora_dtype``."""
+    from furlora.lora.hooks import LoraHookManager
+    from furlora.lora.settings import LoraSettings
 
-    targets = plan.targets if plan.targets is not None else lora_targets(component, module)
-    config = LoraConfig(
-        r=plan.rank,
-        lora_alpha=plan.rank,
-        target_modules=list(targets),
-        lora_dropout=plan.dropout,
-        use_dora=plan.use_dora,
-    )
-    module = inject_adapter_in_model(config, module)
-    for name, p in module.named_parameters():
-        if "lora_" in name:
-            p.data = p.data.to(DTYPES[lora_dtype])
-            p.requires_grad_(True)
+    others = {c: {"enabled": False} for c in LORA_COMPONENTS if c != component}
+    section = _lora_section(component, plan)
+    settings = LoraSettings.model_validate({**others, component: section.model_dump()})
+    targets = {component: plan.targets} if plan.targets is not None else None
+    manager = LoraHookManager({component: module}, settings, targets=targets)
+    manager.apply()
+    for p in manager.trainable_parameters():
+        p.data = p.data.to(DTYPES[lora_dtype])
+        p.requires_grad_(True)
     return module
 
 

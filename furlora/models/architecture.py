@@ -1,63 +1,105 @@
-"""The real SDXL architecture, built from its public configs on the meta device (no weights).
+"""SDXL module trees built from configs: the one place that turns a config dict into a module.
 
-Used where the real module tree matters but no weights exist here: LoRA target lists and
-coverage reports, parameter counts for the memory planner, key-name checks. The configs are
-copies of the public ``stabilityai/stable-diffusion-xl-base-1.0`` and
-``diffusers/stable-diffusion-xl-1.0-inpainting-0.1`` config files (``sdxl_configs/``).
+``build_component`` builds one UNet / VAE / CLIP text encoder from its config; on the meta device
+(the default) no memory is allocated, only the module tree and parameter shapes exist. Used where
+the module tree matters but no weights are needed: LoRA target lists and coverage reports
+(``furlora targets``), parameter and activation counts for the memory planner, checks of LoRA
+and embedding files before a model loads.
+
+A *model name* here is one of:
+
+- ``sdxl-meta`` / ``sdxl-inpaint-meta``: the real SDXL base / inpainting architecture, from copies
+  of the public ``stabilityai/stable-diffusion-xl-base-1.0`` and
+  ``diffusers/stable-diffusion-xl-1.0-inpainting-0.1`` configs (``sdxl_configs/``);
+- an embedded tiny model name (its spec, no files written);
+- a diffusers-format SDXL folder (:func:`furlora.models.sdxl.resolve_model_path` turns a cached
+  hub id or a pretrained tiny model name into one).
 """
 
 from __future__ import annotations
 
 import json
-from functools import lru_cache
-from importlib import resources
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
+from furlora.errors import ModelLoadError
+from furlora.models.public_configs import real_sdxl_config
+from furlora.models.tiny import TINY_MODELS, tiny_spec
+
 RealComponent = Literal["unet", "unet_inpainting", "text_encoder", "text_encoder_2", "vae"]
 
-#: Keys of a diffusers config that describe training state, not architecture.
-_NON_ARCH_KEYS = ("decay", "inv_gamma", "min_decay", "optimization_step", "power",
-                  "update_after_step", "use_ema_warmup", "_name_or_path")
+#: Model names of the real SDXL architecture -> the config file of its UNet.
+META_SDXL: dict[str, str] = {"sdxl-meta": "unet", "sdxl-inpaint-meta": "unet_inpainting"}
+#: The four weight-carrying components of an SDXL model.
+COMPONENTS: tuple[str, ...] = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+#: Keys of a transformers config file that CLIPTextConfig(**config) must not see.
+_CLIP_FILE_KEYS = ("architectures", "torch_dtype", "dtype", "transformers_version", "model_type", "_name_or_path")
 
 
-@lru_cache(maxsize=None)
-def real_sdxl_config(component: str) -> dict[str, Any]:
-    """The public SDXL config dict of ``component`` (unet, unet_inpainting, text_encoder,
-    text_encoder_2, vae, scheduler, model_index)."""
-    name = f"{component}.json"
-    text = resources.files("furlora.models").joinpath("sdxl_configs", name).read_text(encoding="utf-8")
-    config = json.loads(text)
-    for key in _NON_ARCH_KEYS:
-        config.pop(key, None)
-    return config
+def component_config(model: str, component: str) -> dict[str, Any]:
+    """The config dict of ``component`` (unet, vae, text_encoder, text_encoder_2) of ``model``
+    (a model name, see the module docstring). Reads no weights; a folder's config file that is
+    missing or unreadable raises :class:`~furlora.errors.ModelLoadError` naming the file."""
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown SDXL component {component!r}; use one of {', '.join(COMPONENTS)}")
+    if model in META_SDXL:
+        return dict(real_sdxl_config(META_SDXL[model] if component == "unet" else component))
+    if model in TINY_MODELS:
+        return dict(tiny_spec(model)[component])
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        raise ModelLoadError(f"{model!r} is neither one of {', '.join([*META_SDXL, *TINY_MODELS])} nor a "
+                             "diffusers-format SDXL folder (resolve other names with models.sdxl.resolve_model_path)")
+    file = folder / component / "config.json"
+    if not file.is_file():
+        raise ModelLoadError(f"{folder} has no {component}/config.json; is it a diffusers-format SDXL folder?")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"cannot read {file}: {exc}") from None
 
 
-def build_real_sdxl(component: RealComponent, device: str | torch.device = "meta") -> torch.nn.Module:
-    """Build one real-size SDXL component with its real architecture.
+def build_component(component: str, config: dict[str, Any], device: str | torch.device = "meta") -> torch.nn.Module:
+    """Build one SDXL component (unet, vae, text_encoder, text_encoder_2) from its config dict.
 
-    On ``device="meta"`` (the default) no memory is allocated: only the module tree and
-    parameter shapes exist. ``device="cpu"`` allocates random weights (a 2.6 B parameter UNet
-    needs about 10 GB in fp32; benchmarks only).
+    ``device="meta"`` allocates nothing; ``device="cpu"`` allocates random weights (a real
+    2.6 B parameter UNet needs about 10 GB in fp32; benchmarks only).
     """
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    config = dict(real_sdxl_config(component))
+    config = dict(config)
     with torch.device(device):
-        if component in ("unet", "unet_inpainting"):
+        if component == "unet":
             return UNet2DConditionModel.from_config(config)
         if component == "vae":
             return AutoencoderKL.from_config(config)
         if component in ("text_encoder", "text_encoder_2"):
-            arch = config.pop("architectures", ["CLIPTextModel"])[0]
-            for key in ("torch_dtype", "transformers_version", "model_type"):
+            # The config file names its class; SDXL's second encoder is the projecting one.
+            default = "CLIPTextModelWithProjection" if component == "text_encoder_2" else "CLIPTextModel"
+            arch = (config.get("architectures") or [default])[0]
+            for key in _CLIP_FILE_KEYS:
                 config.pop(key, None)
             cls = CLIPTextModelWithProjection if arch == "CLIPTextModelWithProjection" else CLIPTextModel
             return cls(CLIPTextConfig(**config))
-    raise ValueError(f"unknown SDXL component {component!r}; use unet, unet_inpainting, text_encoder, "
-                     "text_encoder_2 or vae")
+    raise ValueError(f"unknown SDXL component {component!r}; use one of {', '.join(COMPONENTS)}")
+
+
+def build_meta_sdxl(model: str, components: tuple[str, ...] | list[str] = COMPONENTS) -> dict[str, torch.nn.Module]:
+    """Meta-device modules of ``components`` of ``model`` (a model name, see the module docstring)."""
+    return {c: build_component(c, component_config(model, c)) for c in components}
+
+
+def build_real_sdxl(component: RealComponent, device: str | torch.device = "meta") -> torch.nn.Module:
+    """One real-size SDXL component (``unet_inpainting``: the 9-channel inpainting UNet)."""
+    if component not in ("unet", "unet_inpainting", "text_encoder", "text_encoder_2", "vae"):
+        raise ValueError(f"unknown SDXL component {component!r}; use unet, unet_inpainting, text_encoder, "
+                         "text_encoder_2 or vae")
+    kind = "unet" if component == "unet_inpainting" else component
+    return build_component(kind, real_sdxl_config(component), device)
 
 
 def count_parameters(module: torch.nn.Module) -> int:

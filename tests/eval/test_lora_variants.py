@@ -108,9 +108,9 @@ def test_a_lora_for_another_architecture_names_the_mismatched_keys(own_component
 
 
 def test_lora_files_are_checked_before_any_weight_loads(tiny_sdxl, tmp_path, lora_files):
-    from furlora.eval.compare import meta_modules
+    from furlora.models.architecture import build_meta_sdxl
 
-    modules = meta_modules(tiny_sdxl)
+    modules = build_meta_sdxl(str(tiny_sdxl), ("unet", "text_encoder", "text_encoder_2"))
     assert next(modules["unet"].parameters()).device.type == "meta"
     infos = check_lora_files([lora_files["diffusers"], lora_files["kohya"]], modules)
     assert [i.modules for i in infos] == [infos[0].modules] * 2 and infos[0].modules > 10

@@ -111,11 +111,34 @@ def test_default_targets_are_the_attention_projections():
 
 def test_real_sdxl_parameter_counts_from_meta_trees():
     # the published sizes of SDXL base 1.0, from the module trees (no weights, no typed constants)
-    assert component_weight_bytes("sdxl", "unet", "fp16") == 2_567_463_684 * 2
-    assert component_weight_bytes("sdxl", "vae", "fp32") == 83_653_863 * 4
+    assert component_weight_bytes("sdxl-meta", "unet", "fp16") == 2_567_463_684 * 2
+    assert component_weight_bytes("sdxl-meta", "vae", "fp32") == 83_653_863 * 4
     # CLIP parameters at fp16 plus the 77 int64 position ids
-    assert component_weight_bytes("sdxl", "text_encoder", "fp16") == 123_060_480 * 2 + 77 * 8
-    assert component_weight_bytes("sdxl", "text_encoder_2", "fp16") == 694_659_840 * 2 + 77 * 8
+    assert component_weight_bytes("sdxl-meta", "text_encoder", "fp16") == 123_060_480 * 2 + 77 * 8
+    assert component_weight_bytes("sdxl-meta", "text_encoder_2", "fp16") == 694_659_840 * 2 + 77 * 8
     # the inpainting UNet differs only in conv_in: 9 input channels instead of 4 (5 x 320 x 3 x 3 more)
-    assert component_weight_bytes("sdxl-inpainting", "unet", "fp32") - component_weight_bytes("sdxl", "unet", "fp32") \
+    assert component_weight_bytes("sdxl-inpaint-meta", "unet", "fp32") - component_weight_bytes("sdxl-meta", "unet", "fp32") \
         == 5 * 320 * 9 * 4
+
+
+def test_old_planner_names_of_real_sdxl_say_what_to_write():
+    from furlora.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="architecture 'sdxl-inpainting' is now called 'sdxl-inpaint-meta'"):
+        estimate(PlanInput(architecture="sdxl-inpainting"))
+
+
+def test_planner_lora_is_the_training_injection():
+    """The planner's LoRA tensors are those LoraHookManager creates on a real (CPU) module."""
+    from furlora.lora.hooks import LoraHookManager
+    from furlora.models.architecture import build_component, component_config
+    from furlora.lora.settings import LoraSettings
+    from furlora.memory.params import inject_lora, trainable_parameters
+
+    meta = inject_lora(meta_component(ARCH, "text_encoder_2"), "text_encoder_2", LoraPlan(rank=3), "fp32")
+    shapes = sorted(tuple(p.shape) for p in trainable_parameters(meta))
+    settings = LoraSettings.model_validate({"unet": {"enabled": False}, "text_encoder_2": {"enabled": True, "rank": 3}})
+    module = build_component("text_encoder_2", component_config(ARCH, "text_encoder_2"), device="cpu")
+    real = LoraHookManager({"text_encoder_2": module}, settings)
+    real.apply()
+    assert shapes == sorted(tuple(p.shape) for p in real.trainable_parameters()) and len(shapes) == 2 * 4 * 2  # 2 layers x q/k/v/out x (A, B)

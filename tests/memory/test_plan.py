@@ -104,7 +104,7 @@ def test_bad_plan_input_lists_every_problem():
     message = str(info.value)
     for part in ("resolution (100, 30)", "batch_size 0", "optimizer 'sgd'", "no component trains"):
         assert part in message
-    with pytest.raises(ConfigError, match="neither one of sdxl"):
+    with pytest.raises(ConfigError, match="neither one of sdxl-meta"):
         estimate(PlanInput(architecture="no/such-model"))
 
 

@@ -62,7 +62,7 @@ def test_plan_suggest_writes_a_config_that_fits(config_file, tmp_path, capsys):
     (["--gpu-memory", "banana"], "--gpu-memory 'banana' is not a memory size; give a number with a unit, e.g. 12GB"),
     (["--gpu-memory", "16"], "is not a memory size"),
     (["--suggest"], "--suggest needs --gpu-memory SIZE"),
-    (["--architecture", "sdxxl"], "architecture 'sdxxl' is neither one of sdxl"),
+    (["--architecture", "sdxxl"], "architecture 'sdxxl' is neither one of sdxl-meta"),
     (["--set", "train.optimizer=sgd"], "train.optimizer"),
 ])
 def test_bad_input_gives_one_clear_error(config_file, capsys, args, message):
@@ -75,4 +75,4 @@ def test_model_not_available_locally_asks_for_an_architecture(tmp_path, capsys):
     file = tmp_path / "hub.yaml"
     file.write_text("model:\n  source: someone/private-sdxl-finetune\n")
     assert main(["plan", str(file), "--gpu-memory", "16GB"]) == 2
-    assert "--architecture sdxl" in capsys.readouterr().err
+    assert "--architecture sdxl-meta" in capsys.readouterr().err

@@ -44,10 +44,10 @@ def test_adapter_reads_every_memory_setting():
 
 
 def test_architecture_of_sources(tiny_sdxl):
-    assert architecture_of("stabilityai/stable-diffusion-xl-base-1.0") == "sdxl"
-    assert architecture_of("diffusers/stable-diffusion-xl-1.0-inpainting-0.1") == "sdxl-inpainting"
+    assert architecture_of("stabilityai/stable-diffusion-xl-base-1.0") == "sdxl-meta"
+    assert architecture_of("diffusers/stable-diffusion-xl-1.0-inpainting-0.1") == "sdxl-inpaint-meta"
     assert architecture_of(str(tiny_sdxl)) == str(tiny_sdxl)
-    with pytest.raises(ConfigError, match="--architecture sdxl"):
+    with pytest.raises(ConfigError, match="--architecture sdxl-meta"):
         architecture_of("someone/not-downloaded-sdxl")
 
 
