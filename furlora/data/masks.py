@@ -94,7 +94,10 @@ def merge_regions(masks: Sequence[np.ndarray] | np.ndarray, weights: Sequence[fl
 
 
 def _disk(px: int) -> np.ndarray:
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    """The Euclidean disk of radius ``px`` (offsets with dx^2 + dy^2 <= px^2): growing a binary mask
+    with it is exactly "every pixel within ``px`` of the mask" (eval's grow / shrink uses it too)."""
+    d = np.arange(-px, px + 1)
+    return ((d[:, None] ** 2 + d[None, :] ** 2) <= px * px).astype(np.uint8)
 
 
 def dilate(mask: np.ndarray, px: int) -> np.ndarray:
@@ -126,28 +129,6 @@ def feather(mask: np.ndarray, px: int) -> np.ndarray:
 def refine(mask: np.ndarray, erode_px: int = 0, dilate_px: int = 0, feather_px: int = 0) -> np.ndarray:
     """Erode, then dilate, then feather (each step skipped at 0 px). ``[H, W]`` float32 in, out."""
     return feather(dilate(erode(mask, erode_px), dilate_px), feather_px)
-
-
-def downsample_to_latent(mask: np.ndarray, factor: int = 8) -> np.ndarray:
-    """Area-average ``[..., H, W]`` down by ``factor`` (8 for the SDXL VAE) -> ``[..., H/f, W/f]``.
-
-    H and W must be multiples of ``factor``. Each output cell is the mean of its ``f x f`` block.
-    """
-    h, w = mask.shape[-2:]
-    if h % factor or w % factor:
-        raise ValueError(f"mask size {h}x{w} is not a multiple of the latent factor {factor}")
-    blocks = np.asarray(mask, dtype=np.float32).reshape(*mask.shape[:-2], h // factor, factor, w // factor, factor)
-    return blocks.mean(axis=(-3, -1))
-
-
-def latent_mask(mask, factor: int = 8):
-    """Torch twin of :func:`downsample_to_latent`: ``[B, 1, H, W]`` -> ``[B, 1, H/f, W/f]`` (area average)."""
-    import torch.nn.functional as F
-
-    h, w = mask.shape[-2:]
-    if h % factor or w % factor:
-        raise ValueError(f"mask size {h}x{w} is not a multiple of the latent factor {factor}")
-    return F.avg_pool2d(mask, kernel_size=factor, stride=factor)
 
 
 def bounding_box(mask: np.ndarray, threshold: float = 0.0) -> tuple[int, int, int, int] | None:

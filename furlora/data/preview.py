@@ -28,7 +28,8 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 
 def to_uint8(pixel_values: Any) -> np.ndarray:
     """``[3, H, W]`` float in [-1, 1] (tensor or array) -> uint8 ``[H, W, 3]``."""
-    arr = np.asarray(pixel_values.detach().cpu() if hasattr(pixel_values, "detach") else pixel_values, dtype=np.float32)
+    # .float(): numpy has no bfloat16 (bf16 VAE decodes)
+    arr = np.asarray(pixel_values.detach().float().cpu() if hasattr(pixel_values, "detach") else pixel_values, dtype=np.float32)
     return np.clip(np.round((arr.transpose(1, 2, 0) + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 

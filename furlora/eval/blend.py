@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from furlora.data.masks import dilate, erode
 from furlora.errors import EvaluationError
 
 
@@ -36,17 +37,15 @@ def distance_to(mask: np.ndarray) -> np.ndarray:
 
 
 def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
-    """bool [H, W]: ``mask`` grown by ``pixels`` (> 0) or shrunk by ``-pixels`` (< 0), Euclidean.
+    """bool [H, W]: ``mask`` grown by ``pixels`` (> 0) or shrunk by ``-pixels`` (< 0), Euclidean
+    (the training masks' disk morphology, :mod:`furlora.data.masks`).
 
     Shrinking does not eat in from the image border: a mask touching the edge stays at the edge.
     """
     if pixels == 0 or not mask.any():
         return mask.copy()
-    if pixels > 0:
-        return distance_to(mask) <= pixels
-    if mask.all():
-        return mask.copy()
-    return distance_to(~mask) > -pixels
+    grown = dilate(mask, pixels) if pixels > 0 else erode(mask, -pixels)
+    return grown > 0.5
 
 
 def feather_weight(mask: np.ndarray, feather: int) -> np.ndarray:

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from furlora.data.preview import to_uint8
 from furlora.pretrain.corpus import ProceduralCorpus
 
 
 def _tiles(images: torch.Tensor) -> np.ndarray:
     """float [B,3,H,W] in [-1,1] -> uint8 [H, B*W, 3]."""
-    x = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return torch.cat(list(x), dim=2).permute(1, 2, 0).numpy()
+    return np.concatenate([to_uint8(x) for x in images], axis=1)
 
 
 @torch.no_grad()

@@ -17,15 +17,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from furlora.data.preview import to_uint8
+
 logger = logging.getLogger(__name__)
 
 
-def _to_uint8(pixels: torch.Tensor) -> np.ndarray:
-    """float [3, H, W] in [-1, 1] -> uint8 [H, W, 3]."""
-    return ((pixels.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def _float_to_uint8(image: np.ndarray) -> np.ndarray:
+def _floatto_uint8(image: np.ndarray) -> np.ndarray:
     """float [H, W, 3] in [0, 1] -> uint8."""
     return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
 
@@ -73,7 +70,7 @@ def write_sample_grid(
     try:
         for index in range(min(num_images, len(dataset))):
             sample = dataset.sample(index, 0) if hasattr(dataset, "sample") else dataset[index]
-            image = _to_uint8(sample["pixel_values"])
+            image = to_uint8(sample["pixel_values"])
             hole = sample["inpaint_mask"][0].cpu().numpy() > 0.5
             shown = image.copy()
             shown[hole] = 128
@@ -93,7 +90,7 @@ def write_sample_grid(
             lora = pipe(generator=torch.Generator("cpu").manual_seed(seed + index), **kwargs).images[0]
             # Show the generated pixels inside the hole only, as an inpainting result is used.
             keep = hole[..., None]
-            rows.append([image, shown, np.where(keep, _float_to_uint8(base), image), np.where(keep, _float_to_uint8(lora), image)])
+            rows.append([image, shown, np.where(keep, _floatto_uint8(base), image), np.where(keep, _floatto_uint8(lora), image)])
     finally:
         unet.train(was_training)
     path = Path(path)
