@@ -8,11 +8,9 @@ import pytest
 from furlora.data.masks import (
     bounding_box,
     dilate,
-    downsample_to_latent,
     erode,
     feather,
     grey_fraction,
-    latent_mask,
     merge_regions,
     prepare_mask,
     refine,
@@ -101,6 +99,7 @@ def test_dilate_erode_feather_in_pixels():
     d = dilate(m, 3)
     assert d[10, 13] == 1 and d[10, 14] == 0 and d[13, 10] == 1 and d[7, 10] == 1
     assert d[13, 13] == 0  # a disk, not a square
+    assert d[12, 12] == 1 and d[11, 13] == 0  # the Euclidean disk: 2^2 + 2^2 <= 9 < 1^2 + 3^2
     np.testing.assert_array_equal(erode(d, 3), m)
     block = np.zeros((40, 40), np.float32)
     block[10:30, 10:30] = 1
@@ -109,21 +108,6 @@ def test_dilate_erode_feather_in_pixels():
     assert 0.2 < f[20, 10] < 0.8  # the edge becomes soft
     assert f.min() >= 0 and f.max() <= 1
     np.testing.assert_array_equal(refine(block, 0, 0, 0), block)
-
-
-def test_downsample_is_an_area_average():
-    m = np.zeros((16, 16), np.float32)
-    m[0:4, 0:4] = 1  # a quarter of the first 8x8 cell
-    m[:, 12] = 1  # a one-pixel line: 1/8 of each cell of the last column
-    lat = downsample_to_latent(m, 8)
-    assert lat.shape == (2, 2)
-    assert lat[0, 0] == pytest.approx(0.25)
-    assert lat[0, 1] == pytest.approx(1 / 8) and lat[1, 1] == pytest.approx(1 / 8)
-    assert lat[1, 0] == 0.0
-    t = latent_mask(torch.from_numpy(m)[None, None], 8)
-    np.testing.assert_allclose(t[0, 0].numpy(), lat, rtol=1e-6)
-    with pytest.raises(ValueError, match="multiple"):
-        downsample_to_latent(np.zeros((10, 16)), 8)
 
 
 def test_bounding_box():
