@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "furlora.cli.train_cmd",
     "furlora.cli.eval_cmd",
     "furlora.cli.plan_cmd",
+    "furlora.cli.cache_cmd",
 )
 
 

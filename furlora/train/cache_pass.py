@@ -89,3 +89,41 @@ def fill_latent_cache(
         desc, report.entries, report.encoded, report.entries - report.encoded, report.seconds,
     )
     return report
+
+
+def build_cache(config: Any, *, device: Any | None = None, progress: bool = True) -> list[CacheFillReport]:
+    """Run the caching pass of a run config ahead of training (``furlora cache CONFIG``).
+
+    Fills ``data.cache_dir`` (default ``<output_dir>/cache``) for every resolution the run trains
+    at (``train.resolution_schedule``), exactly as the trainer would at the start of each phase;
+    a later ``furlora train`` with the same config (or a copy of the folder on another machine)
+    then runs no VAE encode. Raises ConfigError when ``train.cache_latents`` is off.
+    """
+    from furlora.data.cache import run_cache_dir
+    from furlora.errors import ConfigError
+    from furlora.models.sdxl import inspect_model_folder, resolve_model_path
+    from furlora.train.setup import build_dataset, load_components
+    from furlora.train.step import resolve_objective
+
+    if not config.train.cache_latents:
+        raise ConfigError("train.cache_latents is false in this config: there is no latent cache to build (set it to true)")
+    model_path = resolve_model_path(config.model.source, config.model.revision)
+    info = inspect_model_folder(model_path, config.model.variant)
+    inpaint = resolve_objective(config.train.objective, int(info["unet_config"].get("in_channels", 4)), f"model.source {config.model.source!r}")
+    resolutions = [p.resolution for p in config.train.resolution_schedule] or [config.data.resolution]
+    datasets = [build_dataset(config, r) for r in dict.fromkeys(resolutions)]  # every dataset problem before weights load
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() and not config.train.cpu else "cpu")
+    if config.train.cpu_threads is not None:
+        torch.set_num_threads(config.train.cpu_threads)
+    components = load_components(config, model_path, device)
+    encoder = BatchEncoder(components, device, cache_dir=run_cache_dir(config.data.cache_dir, config.output_dir), cache_text=False)
+    reports = []
+    for dataset in datasets:
+        reports.append(
+            fill_latent_cache(
+                dataset, encoder, inpaint, full_mask=config.train.full_mask_fraction > 0, progress=progress,
+                desc=f"latent cache {dataset.settings.resolution} px",
+            )
+        )
+    return reports

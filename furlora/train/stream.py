@@ -14,6 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from furlora.errors import DatasetError
+from furlora.train.threads import single_threaded_torch
 
 
 class BatchStream:
@@ -42,7 +43,13 @@ class BatchStream:
         self.epoch = 0
         self.position = 0
         self._batches: list[list[int]] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="furlora-data") if prefetch else None
+        self._executor = None
+        if prefetch:
+            # The data thread's torch ops (tensor conversion, collation) must not start a second
+            # OpenMP pool next to the training thread's: see furlora.train.threads.
+            self._executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="furlora-data", initializer=single_threaded_torch
+            )
         self._pending: tuple[tuple[int, int], Future[dict[str, Any]]] | None = None
 
     # -- position -----------------------------------------------------------------------
