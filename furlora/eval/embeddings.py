@@ -7,8 +7,10 @@ LoRA + token.
 
 Files are read and checked against the model's encoder widths before any weight loads
 (:func:`check_embedding_files`), then loaded with diffusers' ``load_textual_inversion`` (once per
-text encoder, :func:`furlora.tokens.files.load_into_pipeline`). The prompt uses the *short form*
-(``<spitz-fur>``): diffusers' pipelines expand multi-vector tokens themselves.
+text encoder, :func:`furlora.tokens.files.load_into_pipeline`), and the pipeline's encoders
+pool at the first end-of-text token as in training (:mod:`furlora.models.pooling`). The
+prompt uses the *short form* (``<spitz-fur>``): diffusers' pipelines expand multi-vector
+tokens themselves.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import torch
 
 from furlora.errors import EvaluationError, FurloraError, format_problems
 from furlora.eval.lora_variants import Variant
+from furlora.models.pooling import pool_at_first_eos
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +118,9 @@ def load_embeddings(pipeline: Any, paths: Sequence[str | os.PathLike[str]]) -> l
                     "use a fresh model (pass the model folder or name instead of loaded components)"
                 )
         logger.info("token %r of %s is already loaded in the pipeline with the same vectors", info.token, info.path)
+    # With added tokens, pool where training (and ComfyUI/A1111) pool: at the first end token.
+    pool_at_first_eos(pipeline.text_encoder, pipeline.tokenizer)
+    pool_at_first_eos(pipeline.text_encoder_2, pipeline.tokenizer_2)
     return infos
 
 

@@ -35,62 +35,72 @@ ADDITION_TIME_EMBED_DIM = 8
 _VOCAB_SIZE = len(build_vocab_and_merges()[0])
 
 
-def _text_encoder_config(hidden: int, layers: int, heads: int, act: str, projection: bool) -> dict[str, Any]:
+#: Keys of the real SDXL configs (``sdxl_configs/``) that a tiny model changes: sizes only.
+#: Every other key, including the quirks that change behaviour (``eos_token_id: 2`` on both
+#: text encoders, so transformers pools at the highest token id; the scheduler; the VAE's
+#: ``force_upcast``), is the real value, so the tiny models take the code paths real SDXL takes.
+TINY_SIZE_KEYS: dict[str, tuple[str, ...]] = {
+    "unet": ("sample_size", "block_out_channels", "transformer_layers_per_block", "attention_head_dim",
+             "cross_attention_dim", "addition_time_embed_dim", "projection_class_embeddings_input_dim"),
+    "vae": ("block_out_channels", "layers_per_block", "sample_size"),
+    "text_encoder": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                     "num_attention_heads", "projection_dim"),
+    "text_encoder_2": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                       "num_attention_heads", "projection_dim"),
+}
+
+#: Config keys that are file metadata, not model behaviour (library versions, the dtype the
+#: weights were saved in: the tiny weights are fp16 on disk like the real ones).
+CONFIG_METADATA_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "architectures", "model_type",
+                        "torch_dtype", "dtype", "transformers_version")
+
+
+def _real(component: str) -> dict[str, Any]:
+    """A real SDXL config without its metadata keys (constructor keyword arguments)."""
+    from furlora.models.public_configs import real_sdxl_config
+
+    return {k: v for k, v in real_sdxl_config(component).items() if k not in CONFIG_METADATA_KEYS}
+
+
+def _text_encoder_config(real: str, hidden: int, layers: int, heads: int) -> dict[str, Any]:
     return {
+        **_real(real),
         "vocab_size": _VOCAB_SIZE,
         "hidden_size": hidden,
         "intermediate_size": hidden * 4,
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
-        "max_position_embeddings": 77,
-        "hidden_act": act,
-        "projection_dim": hidden if projection else hidden,
-        "bos_token_id": _VOCAB_SIZE - 2,
-        "eos_token_id": _VOCAB_SIZE - 1,
-        "pad_token_id": 1,
-        "layer_norm_eps": 1e-5,
+        "projection_dim": hidden,
     }
 
 
 def _unet_config(in_channels: int) -> dict[str, Any]:
     return {
+        **_real("unet_inpainting" if in_channels == 9 else "unet"),
         "sample_size": 32,
-        "in_channels": in_channels,
-        "out_channels": 4,
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
         "block_out_channels": [32, 64, 128],
-        "layers_per_block": 2,
         "transformer_layers_per_block": [1, 1, 2],
         "attention_head_dim": [1, 2, 4],
         "cross_attention_dim": TE1_HIDDEN + TE2_HIDDEN,
-        "norm_num_groups": 32,
-        "use_linear_projection": True,
-        "addition_embed_type": "text_time",
         "addition_time_embed_dim": ADDITION_TIME_EMBED_DIM,
         # 6 micro-conditioning numbers (original size, crop top-left, target size) + pooled TE2.
         "projection_class_embeddings_input_dim": 6 * ADDITION_TIME_EMBED_DIM + TE2_HIDDEN,
-        "addition_embed_type_num_heads": 64,
-        "act_fn": "silu",
-        "flip_sin_to_cos": True,
-        "freq_shift": 0,
     }
 
 
-_VAE_CONFIG: dict[str, Any] = {
-    "in_channels": 3,
-    "out_channels": 3,
-    "latent_channels": 4,
-    "down_block_types": ["DownEncoderBlock2D"] * 4,
-    "up_block_types": ["UpDecoderBlock2D"] * 4,
-    "block_out_channels": [32, 32, 64, 64],  # four blocks, three downsamplings: 8x, as SDXL
-    "layers_per_block": 1,
-    "norm_num_groups": 32,
-    "act_fn": "silu",
-    "sample_size": 256,
-    "scaling_factor": 0.13025,
-    "force_upcast": True,
-}
+def _vae_config() -> dict[str, Any]:
+    return {
+        **_real("vae"),
+        "block_out_channels": [32, 32, 64, 64],  # four blocks, three downsamplings: 8x, as SDXL
+        "layers_per_block": 1,
+        "sample_size": 256,
+    }
+
+
+#: The weight-file variant the tiny models are written in (fp16, named as on the hub). Loading
+#: them directly with diffusers/transformers takes ``variant=TINY_VARIANT`` and an explicit
+#: float32 dtype; :func:`furlora.models.sdxl.load_sdxl` finds the variant by itself.
+TINY_VARIANT = "fp16"
 
 #: name -> UNet input channels.
 TINY_MODELS: dict[str, int] = {"tiny-sdxl": 4, "tiny-sdxl-inpaint": 9}
@@ -104,10 +114,11 @@ def tiny_spec(name: str) -> dict[str, Any]:
         "name": name,
         "seed": TINY_SEED,
         "unet": _unet_config(TINY_MODELS[name]),
-        "vae": _VAE_CONFIG,
-        "text_encoder": _text_encoder_config(TE1_HIDDEN, 2, 2, "quick_gelu", projection=False),
-        "text_encoder_2": _text_encoder_config(TE2_HIDDEN, 2, 4, "gelu", projection=True),
-        "format": 1,
+        "vae": _vae_config(),
+        "text_encoder": _text_encoder_config("text_encoder", TE1_HIDDEN, 2, 2),
+        "text_encoder_2": _text_encoder_config("text_encoder_2", TE2_HIDDEN, 2, 4),
+        "weights_dtype": "fp16",
+        "format": 2,
     }
 
 
@@ -138,7 +149,7 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from furlora.models.architecture import real_sdxl_config
+    from furlora.models.public_configs import real_sdxl_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec["seed"])
@@ -149,10 +160,10 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
         te1 = CLIPTextModel(CLIPTextConfig(**spec["text_encoder"]))
         torch.manual_seed(spec["seed"] + 3)
         te2 = CLIPTextModelWithProjection(CLIPTextConfig(**spec["text_encoder_2"]))
-    unet.save_pretrained(folder / "unet", safe_serialization=True)
-    vae.save_pretrained(folder / "vae", safe_serialization=True)
-    te1.save_pretrained(folder / "text_encoder", safe_serialization=True)
-    te2.save_pretrained(folder / "text_encoder_2", safe_serialization=True)
+    # fp16 on disk with the hub's variant file names (``*.fp16.safetensors``), as SDXL is
+    # downloaded: loading then upcasts, and the variant lookup is exercised.
+    for module, sub in ((unet, "unet"), (vae, "vae"), (te1, "text_encoder"), (te2, "text_encoder_2")):
+        module.to(torch.float16).save_pretrained(folder / sub, safe_serialization=True, variant=TINY_VARIANT)
     write_tokenizer(folder / "tokenizer", pad_token="<|endoftext|>")
     write_tokenizer(folder / "tokenizer_2", pad_token="!")
     scheduler_config = {k: v for k, v in real_sdxl_config("scheduler").items() if not k.startswith("_")}

@@ -89,15 +89,31 @@ def build_vocab_and_merges(words: tuple[str, ...] = DOMAIN_WORDS) -> tuple[dict[
     return {tok: i for i, tok in enumerate(tokens)}, merges
 
 
-def write_tokenizer(folder: Path, pad_token: str) -> None:
+def pad_vocab(vocab: dict[str, int], size: int) -> dict[str, int]:
+    """``vocab`` grown to ``size`` entries with unreachable filler tokens, keeping the start and
+    end tokens last (ids ``size - 2`` and ``size - 1``), where the real CLIP vocabulary has them."""
+    special = ("<|startoftext|>", "<|endoftext|>")
+    body = [tok for tok, _ in sorted(vocab.items(), key=lambda item: item[1]) if tok not in special]
+    if size < len(body) + 2:
+        raise ValueError(f"vocab_size {size} is smaller than the tokenizer's {len(body) + 2} tokens")
+    # No merge produces these strings, so no text ever tokenizes to them.
+    body += [f"<|unused{i}|>" for i in range(size - 2 - len(body))]
+    return {tok: i for i, tok in enumerate([*body, *special])}
+
+
+def write_tokenizer(folder: Path, pad_token: str, vocab_size: int | None = None) -> None:
     """Write a CLIP tokenizer folder (vocab.json, merges.txt, configs) loadable offline.
 
     ``pad_token``: ``"<|endoftext|>"`` for SDXL's tokenizer, ``"!"`` for tokenizer_2.
+    ``vocab_size``: pad the vocabulary to this size (49408 for real-size text encoders, so
+    learned tokens get the ids they get with the real tokenizers).
     """
     from transformers import CLIPTokenizer
 
     folder.mkdir(parents=True, exist_ok=True)
     vocab, merges = build_vocab_and_merges()
+    if vocab_size is not None:
+        vocab = pad_vocab(vocab, vocab_size)
     # transformers 5 takes the vocabulary and merges (as tuples) directly.
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token=pad_token)
     tokenizer.save_pretrained(str(folder))

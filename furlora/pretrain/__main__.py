@@ -86,6 +86,17 @@ def _base_folders(out: Path) -> tuple[Path, Path]:
     return ensure_tiny_model("tiny-sdxl", cache), ensure_tiny_model("tiny-sdxl-inpaint", cache)
 
 
+def _fp32_from_tiny(library: str) -> dict:
+    """``from_pretrained`` keywords for a seeded tiny model's component: its weights are fp16
+    files with the hub's variant names, pretraining works in fp32. ``library``: diffusers or
+    transformers (they name the dtype keyword differently)."""
+    import torch
+
+    from furlora.models.tiny import TINY_VARIANT
+
+    return {"variant": TINY_VARIANT, "torch_dtype" if library == "diffusers" else "dtype": torch.float32}
+
+
 def _printer(name: str, total: int, every: int = 50):
     started = time.monotonic()
 
@@ -108,7 +119,7 @@ def run_vae_stage(args: argparse.Namespace, command: str) -> None:
     from furlora.pretrain.loop import latent_scaling_factor, reconstruction_psnr, train_vae
 
     _, inpaint_init = _base_folders(args.out)
-    vae = AutoencoderKL.from_pretrained(inpaint_init, subfolder="vae")
+    vae = AutoencoderKL.from_pretrained(inpaint_init, subfolder="vae", **_fp32_from_tiny("diffusers"))
     train, val = ProceduralCorpus(args.seed, args.size), ProceduralCorpus(args.seed + 1, args.size)
     psnr_before = reconstruction_psnr(vae, val, count=args.validation_count)
     limit = args.time_limit_minutes * 60 if args.time_limit_minutes else None
@@ -164,8 +175,10 @@ def load_parts(folder_with_encoders: Path, vae_folder: Path) -> dict:
 
     parts = {
         "vae": AutoencoderKL.from_pretrained(vae_folder),
-        "text_encoder": CLIPTextModel.from_pretrained(folder_with_encoders / "text_encoder"),
-        "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(folder_with_encoders / "text_encoder_2"),
+        "text_encoder": CLIPTextModel.from_pretrained(folder_with_encoders / "text_encoder", **_fp32_from_tiny("transformers")),
+        "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(
+            folder_with_encoders / "text_encoder_2", **_fp32_from_tiny("transformers")
+        ),
         "tokenizer": CLIPTokenizer.from_pretrained(folder_with_encoders / "tokenizer"),
         "tokenizer_2": CLIPTokenizer.from_pretrained(folder_with_encoders / "tokenizer_2"),
         "noise_scheduler": DDPMScheduler.from_config(
@@ -187,8 +200,8 @@ def run_unet_stage(args: argparse.Namespace, command: str) -> None:
 
     base_init, inpaint_init = _base_folders(args.out)
     parts = load_parts(inpaint_init, args.out / "vae")
-    unet = UNet2DConditionModel.from_pretrained(inpaint_init, subfolder="unet")
-    conv4 = UNet2DConditionModel.from_pretrained(base_init, subfolder="unet").conv_in
+    unet = UNet2DConditionModel.from_pretrained(inpaint_init, subfolder="unet", **_fp32_from_tiny("diffusers"))
+    conv4 = UNet2DConditionModel.from_pretrained(base_init, subfolder="unet", **_fp32_from_tiny("diffusers")).conv_in
     unet.conv_in = DualConvIn(unet.conv_in, conv4)
     previous: list[dict] = []
     if args.unet_continue:

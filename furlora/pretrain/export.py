@@ -54,7 +54,7 @@ def export_models(out: Path, export_dir: Path) -> dict[str, Any]:
     """
     from safetensors.torch import load_file
 
-    from furlora.models.tiny import ensure_tiny_model
+    from furlora.models.tiny import TINY_VARIANT, ensure_tiny_model
 
     base_init = ensure_tiny_model("tiny-sdxl", out / "init")
     inpaint_init = ensure_tiny_model("tiny-sdxl-inpaint", out / "init")
@@ -75,7 +75,8 @@ def export_models(out: Path, export_dir: Path) -> dict[str, Any]:
     for encoder in ("text_encoder", "text_encoder_2"):
         # Text encoders stay at their seeded random initialisation (frozen during pretraining).
         _copy_config(inpaint_init / encoder / "config.json", inpaint / encoder / "config.json", dtype="float16")
-        _save_fp16(load_file(str(inpaint_init / encoder / "model.safetensors")), inpaint / encoder / "model.safetensors")
+        seeded = inpaint_init / encoder / f"model.{TINY_VARIANT}.safetensors"
+        _save_fp16(load_file(str(seeded)), inpaint / encoder / "model.safetensors")
     for folder in ("tokenizer", "tokenizer_2", "scheduler"):
         shutil.copytree(inpaint_init / folder, inpaint / folder)
     shutil.copy2(inpaint_init / "model_index.json", inpaint / "model_index.json")

@@ -14,9 +14,12 @@ The trained parameters live in :class:`TokenEmbeddings`, outside the encoders' m
 stay ordinary CLIP models (``get_input_embeddings().weight`` holds the trained values and
 ``save_pretrained`` writes them).
 
-Known SDXL quirk: the real text_encoder_2 config has ``eos_token_id: 2``, and transformers
-then pools at the *highest token id* of a prompt, which is a new token's position when the
-prompt holds one. diffusers' inference does the same, so training and inference agree.
+Pooling: the real text_encoder_2 config has ``eos_token_id: 2``, and transformers then pools
+at the *highest token id* of a prompt, which is a new token's position when the prompt holds
+one. kohya, ComfyUI and A1111 (where the embedding files are used) pool at the first
+end-of-text token, so :func:`prepare_tokens` makes both encoders pool there
+(:func:`furlora.models.pooling.pool_at_first_eos`); evaluation does the same when it loads
+the files into a pipeline (:func:`furlora.eval.embeddings.load_embeddings`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from furlora.errors import CheckpointError, ConfigError
+from furlora.models.pooling import pool_at_first_eos
 from furlora.tokens.captions import CaptionCollate, expand_prompt, insert_tokens
 from furlora.tokens.files import ENCODER_KEYS, save_embedding_file
 from furlora.tokens.settings import TokenSettings
@@ -281,6 +285,8 @@ def prepare_tokens(components: Any, settings: TokenSettings, seed: int = 0) -> T
     plan = check_tokens(settings, tokenizers, widths_of(components))
     init = initial_rows(components, plan, settings, seed)
     tokens = TokenEmbeddings(settings, components, plan, init)
+    for enc, tok in ENCODERS:
+        pool_at_first_eos(getattr(components, enc), getattr(components, tok))
     logger.info(
         "added %d learned token(s) %s to both text encoders (ids %s / %s)",
         len(tokens.tokens), tokens.tokens, tokens.token_ids["text_encoder"], tokens.token_ids["text_encoder_2"],

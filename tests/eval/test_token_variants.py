@@ -77,7 +77,7 @@ def test_bad_embedding_files_are_reported_together(tmp_path):
 def test_a_token_already_in_the_pipeline_is_reused_only_with_the_same_vectors(tmp_path, tiny_sdxl):
     from diffusers import StableDiffusionXLPipeline
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl)
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl, variant="fp16", torch_dtype=torch.float32)
     file = embedding(tmp_path / "one" / "spitz-fur.safetensors")
     (info,) = load_embeddings(pipe, [file])
     assert info.token_names() == ["<spitz-fur>", "<spitz-fur>_1"]

@@ -52,7 +52,7 @@ def trained(tiny_sdxl, tmp_path_factory):
 def pipeline_outputs(tiny_sdxl, file, inputs):
     from diffusers import StableDiffusionXLPipeline
 
-    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl)
+    pipe = StableDiffusionXLPipeline.from_pretrained(tiny_sdxl, variant="fp16", torch_dtype=torch.float32)
     pipe.load_lora_weights(str(file.parent), weight_name=file.name)
     with torch.no_grad():
         return sdxl_forward(pipe.unet, pipe.text_encoder, pipe.text_encoder_2, inputs)

@@ -78,7 +78,7 @@ def test_wrong_unet_conditioning_is_not_sdxl(model_copy):
 
 
 def test_truncated_safetensors_is_reported_with_its_path(model_copy):
-    weights = model_copy / "unet" / "diffusion_pytorch_model.safetensors"
+    weights = model_copy / "unet" / "diffusion_pytorch_model.fp16.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelLoadError, match="corrupt or truncated") as info:
@@ -87,7 +87,7 @@ def test_truncated_safetensors_is_reported_with_its_path(model_copy):
 
 
 def test_garbage_safetensors_header(model_copy):
-    weights = model_copy / "text_encoder_2" / "model.safetensors"
+    weights = model_copy / "text_encoder_2" / "model.fp16.safetensors"
     weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!")
     with pytest.raises(ModelLoadError, match="corrupt") as info:
         load_sdxl(model_copy)
@@ -95,7 +95,7 @@ def test_garbage_safetensors_header(model_copy):
 
 
 def test_pickle_weights_are_refused(model_copy):
-    weights = model_copy / "vae" / "diffusion_pytorch_model.safetensors"
+    weights = model_copy / "vae" / "diffusion_pytorch_model.fp16.safetensors"
     weights.rename(weights.with_suffix(".bin"))
     with pytest.raises(ModelLoadError, match="pickle files are not loaded"):
         load_sdxl(model_copy)

@@ -46,9 +46,9 @@ def parts(tiny_sdxl_inpaint: Path) -> dict:
 
     folder = tiny_sdxl_inpaint
     return {
-        "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae").eval(),
-        "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder").eval(),
-        "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2").eval(),
+        "vae": AutoencoderKL.from_pretrained(folder, subfolder="vae", variant="fp16", torch_dtype=torch.float32).eval(),
+        "text_encoder": CLIPTextModel.from_pretrained(folder / "text_encoder", variant="fp16", dtype=torch.float32).eval(),
+        "text_encoder_2": CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", variant="fp16", dtype=torch.float32).eval(),
         "tokenizer": CLIPTokenizer.from_pretrained(folder / "tokenizer"),
         "tokenizer_2": CLIPTokenizer.from_pretrained(folder / "tokenizer_2"),
         "noise_scheduler": DDPMScheduler.from_config(

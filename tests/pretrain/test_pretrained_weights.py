@@ -60,7 +60,7 @@ def test_pretrained_vae_reconstructs_unseen_pictures(loaded: dict, tiny_sdxl_inp
 
     corpus = ProceduralCorpus(UNSEEN_SEED, 128)
     trained = reconstruction_psnr(loaded["tiny-sdxl-inpaint-pretrained"].vae, corpus, count=8)
-    random = reconstruction_psnr(AutoencoderKL.from_pretrained(tiny_sdxl_inpaint, subfolder="vae"), corpus, count=8)
+    random = reconstruction_psnr(AutoencoderKL.from_pretrained(tiny_sdxl_inpaint, subfolder="vae", variant="fp16", torch_dtype=torch.float32), corpus, count=8)
     assert trained > 15.0 and trained > random + 4.0, (trained, random)
 
 
@@ -86,7 +86,7 @@ def test_pretrained_unets_denoise_better_than_random(loaded: dict, tiny_sdxl_inp
             unet9.conv_in = unet9.conv_in.conv9
 
     trained = losses(inpaint.unet, base.unet.conv_in)
-    random_unet = UNet2DConditionModel.from_pretrained(tiny_sdxl_inpaint, subfolder="unet").eval()
+    random_unet = UNet2DConditionModel.from_pretrained(tiny_sdxl_inpaint, subfolder="unet", variant="fp16", torch_dtype=torch.float32).eval()
     random = losses(random_unet, torch.nn.Conv2d(4, 32, 3, padding=1))
     for key in ("base", "inpaint", "inpaint_masked"):
         assert trained[key] < 0.6 * random[key], (key, trained, random)

@@ -9,11 +9,14 @@ import pytest
 
 
 def load_text_parts(folder: Path) -> SimpleNamespace:
-    """Both tiny encoders (frozen, eval mode) and both tokenizers of a diffusers SDXL folder."""
+    """Both tiny encoders (frozen, eval mode, fp32 from the fp16 files) and both tokenizers of a
+    diffusers SDXL folder."""
+    import torch
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    te1 = CLIPTextModel.from_pretrained(folder / "text_encoder").requires_grad_(False).eval()
-    te2 = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2").requires_grad_(False).eval()
+    fp32 = {"variant": "fp16", "dtype": torch.float32}
+    te1 = CLIPTextModel.from_pretrained(folder / "text_encoder", **fp32).requires_grad_(False).eval()
+    te2 = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", **fp32).requires_grad_(False).eval()
     return SimpleNamespace(
         text_encoder=te1,
         text_encoder_2=te2,

@@ -1,0 +1,239 @@
+"""Random-weight SDXL models at the real size, for the slow test tier and device checks.
+
+The tiny models catch logic errors fast, but some defects only show at the real size (memory
+peaks, dtype drift in 2.6 B-parameter UNets, pooling with the real text-encoder configs). These
+models have exactly the public SDXL architecture and configs (``sdxl_configs/``) with random
+weights from a fixed seed:
+
+- :func:`build_realsize_components` builds them in memory on any device/dtype (GPU checks);
+- :func:`ensure_realsize_model` writes a diffusers-format folder once into the cache
+  (``realsize-sdxl`` 4-channel base, ``realsize-sdxl-inpaint`` 9-channel inpainting UNet), fp16
+  weights with the hub's ``fp16`` variant file names, as users download them.
+
+Building a folder holds one fp16 component in memory at a time (about 5.2 GB for the UNet) and
+streams its tensors to disk, so the peak stays near the UNet's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from furlora.models.architecture import RealComponent, build_real_sdxl, real_sdxl_config
+from furlora.models.cache_folder import publish_folder
+from furlora.models.tiny import default_cache_dir
+from furlora.models.tokenizer import write_tokenizer
+
+logger = logging.getLogger(__name__)
+
+REALSIZE_SEED = 20261201
+
+#: name -> the UNet config it uses.
+REALSIZE_MODELS: dict[str, RealComponent] = {
+    "realsize-sdxl": "unet",
+    "realsize-sdxl-inpaint": "unet_inpainting",
+}
+
+#: Components written into a folder: name -> (real config name, weight file stem).
+_WEIGHTED: dict[str, tuple[str, str]] = {
+    "text_encoder": ("text_encoder", "model"),
+    "text_encoder_2": ("text_encoder_2", "model"),
+    "vae": ("vae", "diffusion_pytorch_model"),
+}
+
+_SAFETENSORS_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    """Initialise parameters directly in ``dtype``: an fp32 UNet would need 10 GB first."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def random_real_component(
+    component: RealComponent,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float16,
+    seed: int = REALSIZE_SEED,
+) -> torch.nn.Module:
+    """One real-size SDXL component with the libraries' default random initialisation.
+
+    Deterministic for a given ``seed`` and device. Frozen and in eval mode, like a loaded model.
+    """
+    offsets = {"unet": 0, "unet_inpainting": 0, "vae": 1, "text_encoder": 2, "text_encoder_2": 3}
+    with torch.random.fork_rng(devices=[]), _default_dtype(dtype):
+        torch.manual_seed(seed + offsets[component])
+        module = build_real_sdxl(component, device=device)
+    module.requires_grad_(False)
+    return module.eval()
+
+
+def build_realsize_components(
+    inpainting: bool = True,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float16,
+    vae_dtype: torch.dtype = torch.float32,
+    seed: int = REALSIZE_SEED,
+) -> Any:
+    """Random-weight real-size SDXL as :class:`furlora.models.sdxl.SDXLComponents`, in memory.
+
+    The UNet and text encoders are in ``dtype``, the VAE in ``vae_dtype`` (as ``load_sdxl``);
+    tokenizers and schedulers are the same as in the written folders. About 7 GB in fp16.
+    """
+    import tempfile
+
+    from diffusers import DDPMScheduler, EulerDiscreteScheduler
+    from transformers import CLIPTokenizer
+
+    from furlora.models.sdxl import SDXLComponents
+
+    unet = random_real_component("unet_inpainting" if inpainting else "unet", device, dtype, seed)
+    vae = random_real_component("vae", device, vae_dtype, seed)
+    te1 = random_real_component("text_encoder", device, dtype, seed)
+    te2 = random_real_component("text_encoder_2", device, dtype, seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tokenizer(Path(tmp) / "tokenizer", pad_token="<|endoftext|>", vocab_size=_te_vocab_size())
+        write_tokenizer(Path(tmp) / "tokenizer_2", pad_token="!", vocab_size=_te_vocab_size())
+        tok1 = CLIPTokenizer.from_pretrained(Path(tmp) / "tokenizer")
+        tok2 = CLIPTokenizer.from_pretrained(Path(tmp) / "tokenizer_2")
+    scheduler_config = _scheduler_config()
+    return SDXLComponents(
+        unet=unet, vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1, tokenizer_2=tok2,
+        noise_scheduler=DDPMScheduler.from_config(scheduler_config),
+        scheduler=EulerDiscreteScheduler.from_config(scheduler_config),
+        source=Path("realsize-sdxl-inpaint" if inpainting else "realsize-sdxl"),
+        is_inpainting=inpainting, dtype=dtype,
+    )
+
+
+def realsize_spec(name: str) -> dict[str, Any]:
+    """Everything that determines a real-size folder's files (its cache key hashes this)."""
+    if name not in REALSIZE_MODELS:
+        raise KeyError(name)
+    return {
+        "name": name,
+        "seed": REALSIZE_SEED,
+        "unet": REALSIZE_MODELS[name],
+        "configs": {c: real_sdxl_config(c) for c in ("unet", "unet_inpainting", "vae", "text_encoder",
+                                                     "text_encoder_2", "scheduler", "model_index")},
+        "torch": torch.__version__.split("+")[0],  # default initialisers may change between releases
+        "format": 1,
+    }
+
+
+def realsize_model_folder(name: str, cache_dir: str | Path | None = None) -> Path:
+    """Where :func:`ensure_realsize_model` keeps ``name`` (it may not exist yet)."""
+    spec = realsize_spec(name)
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "models" / f"{name}-{key}"
+
+
+def ensure_realsize_model(name: str, cache_dir: str | Path | None = None) -> Path:
+    """Return the diffusers folder of real-size model ``name``, writing it once (minutes, ~6.5 GB).
+
+    Written into a temporary folder and renamed into place, so an interrupted build leaves no
+    half model behind. The base and inpainting folders share their text encoders and VAE (same
+    seed); the second one built hard-links those files from the first when it can.
+    """
+    target = realsize_model_folder(name, cache_dir)
+    if (target / "model_index.json").is_file():
+        return target
+    siblings = [realsize_model_folder(other, cache_dir) for other in REALSIZE_MODELS if other != name]
+    donor = next((s for s in siblings if (s / "model_index.json").is_file()), None)
+    publish_folder(target, lambda tmp: _write_realsize_model(realsize_spec(name), tmp, donor))
+    logger.info("built real-size model %s at %s", name, target)
+    return target
+
+
+def _te_vocab_size() -> int:
+    return int(real_sdxl_config("text_encoder")["vocab_size"])
+
+
+def _scheduler_config() -> dict[str, Any]:
+    return {k: v for k, v in real_sdxl_config("scheduler").items() if not k.startswith("_")}
+
+
+def _write_realsize_model(spec: dict[str, Any], folder: Path, donor: Path | None) -> None:
+    from tqdm.auto import tqdm
+
+    from diffusers import EulerDiscreteScheduler
+
+    steps = [spec["unet"], *_WEIGHTED]
+    with tqdm(total=len(steps), desc=f"writing {spec['name']}", unit="component") as bar:
+        for part in steps:
+            sub = "unet" if part == spec["unet"] else part
+            stem = "diffusion_pytorch_model" if sub in ("unet", "vae") else "model"
+            weights = folder / sub / f"{stem}.fp16.safetensors"
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            _write_config(real_sdxl_config(part if sub != "unet" else spec["unet"]), folder / sub, sub)
+            shared = donor / sub / weights.name if donor is not None and sub != "unet" else None
+            if shared is not None and shared.is_file() and _try_link(shared, weights):
+                bar.update(1)
+                continue
+            module = random_real_component(part, "cpu", torch.float16, spec["seed"])
+            write_safetensors_streaming(module.state_dict(), weights)
+            del module
+            bar.update(1)
+    write_tokenizer(folder / "tokenizer", pad_token="<|endoftext|>", vocab_size=_te_vocab_size())
+    write_tokenizer(folder / "tokenizer_2", pad_token="!", vocab_size=_te_vocab_size())
+    EulerDiscreteScheduler.from_config(_scheduler_config()).save_pretrained(folder / "scheduler")
+    index = dict(real_sdxl_config("model_index"))
+    if spec["unet"] == "unet_inpainting":
+        index["_class_name"] = "StableDiffusionXLInpaintPipeline"
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    card = {"name": spec["name"], "seed": spec["seed"],
+            "what": "furlora real-size SDXL-architecture model, random weights (tests only)"}
+    (folder / "furlora_realsize.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+
+
+def _write_config(config: dict[str, Any], folder: Path, sub: str) -> None:
+    """The public config as written on the hub (transformers' keys kept; torch_dtype fp16)."""
+    data = dict(config)
+    if sub.startswith("text_encoder"):
+        data["torch_dtype"] = "float16"
+    (folder / "config.json").write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def _try_link(source: Path, target: Path) -> bool:
+    try:
+        os.link(source, target)
+    except OSError:
+        return False
+    return True
+
+
+def write_safetensors_streaming(tensors: dict[str, torch.Tensor], file: Path) -> None:
+    """Write a safetensors file one tensor at a time (``safetensors.torch.save_file`` first
+    builds the whole file in memory, which doubles a 5 GB UNet's footprint)."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    names = sorted(tensors)
+    for name in names:
+        tensor = tensors[name]
+        size = tensor.numel() * tensor.element_size()
+        header[name] = {"dtype": _SAFETENSORS_DTYPES[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the data start to 8 bytes
+    with file.open("wb") as handle:
+        handle.write(struct.pack("<Q", len(encoded)))
+        handle.write(encoded)
+        for name in names:
+            tensor = tensors[name].detach().contiguous().cpu()
+            handle.write(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
