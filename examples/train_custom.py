@@ -38,7 +38,7 @@ def main() -> None:
             f"train.max_steps={args.steps}",
             "train.lr_warmup_steps=0",
             "train.loss.detail_weight=0.1",  # stress fine fur texture
-            "train.loss.region_weights={face: 1.0, chest: 0.5, paws: 0.5, tail: 1.0}",
+            "data.region_weights={face: 2.0, tail: 2.0}",  # face and tail count double inside the hole
             "train.validation.every_n_steps=0",
             "train.validation.sample_images=false",
         ],

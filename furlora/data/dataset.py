@@ -4,9 +4,10 @@
 
 =====================  ======================================================================
 pixel_values           float32 [3, H, W] in [-1, 1]
-mask                   float32 [1, H, W] in [0, 1]: merged training mask, region weights applied
+mask                   float32 [1, H, W] >= 0: the merged training mask = the loss weight map
+                       (data.region_weights applied by data.masks.merge; in [0, 1] unless a
+                       weight is above 1). The trainer reads the weights only from here.
 region_masks           float32 [R, H, W] in [0, 1] (zeros for a region this image does not have)
-region_weights         float32 [R]
 region_names           list[str] (the dataset's regions, same order for every sample)
 inpaint_mask           float32 [1, H, W] in {0, 1}: the hole of the 9-channel objective
 masked_pixel_values    float32 [3, H, W]: ``pixel_values * (1 - inpaint_mask)``
@@ -187,7 +188,6 @@ class MaskedDataset(torch.utils.data.Dataset):
             "pixel_values": pixels,
             "mask": torch.from_numpy(merged)[None],
             "region_masks": torch.from_numpy(stack),
-            "region_weights": torch.tensor(self.region_weights, dtype=torch.float32),
             "region_names": list(self.region_names),
             "inpaint_mask": hole_t,
             "masked_pixel_values": pixels * (1.0 - hole_t),
@@ -313,8 +313,8 @@ def _to_pixels(image: np.ndarray) -> torch.Tensor:
 def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack a list of samples into a batch: tensors stacked on a new dim 0, everything else as lists.
 
-    Region masks / weights / names are padded to the batch's largest R (zero masks, weight 0,
-    name ""). All samples must share one size (use BucketBatchSampler).
+    Region masks / names are padded to the batch's largest R (zero masks, name "").
+    All samples must share one size (use BucketBatchSampler).
     """
     if not samples:
         raise ValueError("collate_samples got an empty list")
@@ -327,8 +327,6 @@ def collate_samples(samples: list[dict[str, Any]]) -> dict[str, Any]:
         values = [s[name] for s in samples]
         if name == "region_masks":
             values = [torch.cat([v, v.new_zeros((r_max - v.shape[0], *v.shape[1:]))]) for v in values]
-        elif name == "region_weights":
-            values = [torch.cat([v, v.new_zeros(r_max - v.shape[0])]) for v in values]
         elif name == "region_names":
             values = [list(v) + [""] * (r_max - len(v)) for v in values]
         batch[name] = torch.stack(values) if isinstance(values[0], torch.Tensor) else values

@@ -4,6 +4,8 @@ Conventions used everywhere in furlora:
 
 * A mask is a float32 array ``[H, W]`` with values in ``[0, 1]``; **1 = the region to learn /
   repaint**, 0 = leave alone. Binary masks hold only 0 and 1; grey masks keep weights in between.
+  The merged training mask is a weight map: ``[0, 1]`` too unless a region weight
+  (``data.region_weights``, >= 0) is above 1.
 * Pixel amounts (dilate / erode / feather) are counted in pixels of the image the mask belongs
   to (the training image, after resize and crop), not in latent cells.
 
@@ -13,7 +15,9 @@ Overlapping regions (the documented rule, tested in tests/data/test_masks.py):
   give exactly their set union; weights are ignored.
 * ``max``: the merged value is ``max_r(w_r * m_r)``: where regions overlap the highest weighted
   value wins (face 1.0 over chest 0.5 gives 1.0, never 1.5 and never 0.5).
-* ``weighted_sum``: the merged value is ``min(1, sum_r w_r * m_r)``: overlaps add up, capped at 1.
+* ``weighted_sum``: the merged value is ``min(cap, sum_r w_r * m_r)`` with
+  ``cap = max(1, max_r w_r)``: overlaps add up, capped at 1 (or at the largest weight when one
+  is above 1, so a weight of 2 is not clipped back to 1).
 
 Downsampling to latent size uses area averaging: each latent cell gets the mean of the
 ``factor x factor`` pixels it covers, so a thin region (a strand of fur, a whisker) keeps a
@@ -68,11 +72,12 @@ def grey_fraction(values: np.ndarray, tolerance: float = 1.0 / 255.0) -> float:
 
 
 def merge_regions(masks: Sequence[np.ndarray] | np.ndarray, weights: Sequence[float], mode: MergeMode = "max") -> np.ndarray:
-    """Merge region masks ``R x [H, W]`` into one training mask ``[H, W]`` float32 in ``[0, 1]``.
+    """Merge region masks ``R x [H, W]`` into one training mask (a weight map) ``[H, W]`` float32.
 
     ``masks`` is a list of ``[H, W]`` arrays or one ``[R, H, W]`` array; ``weights`` has one value
-    in ``[0, 1]`` per region. See the module docstring for the rule at overlapping pixels. An
-    empty list is an error (the caller decides what "no region" means).
+    ``>= 0`` per region. See the module docstring for the rule at overlapping pixels. The result
+    is in ``[0, max(1, max weight)]``. An empty list is an error (the caller decides what "no
+    region" means).
     """
     if len(masks) == 0:
         raise ValueError("merge_regions needs at least one region mask")
@@ -80,6 +85,8 @@ def merge_regions(masks: Sequence[np.ndarray] | np.ndarray, weights: Sequence[fl
         raise ValueError(f"{len(masks)} masks but {len(weights)} weights")
     if mode not in ("union", "max", "weighted_sum"):
         raise ValueError(f"merge mode must be union, max or weighted_sum, got {mode!r}")
+    if any(not float(w) >= 0.0 for w in weights):
+        raise ValueError(f"region weights must be >= 0, got {list(weights)}")
     # Accumulate region by region: no [R, H, W] temporaries (this runs per sample at 1024 px).
     out = np.zeros(np.shape(masks[0]), np.float32)
     for m, w in zip(masks, weights):
@@ -90,7 +97,8 @@ def merge_regions(masks: Sequence[np.ndarray] | np.ndarray, weights: Sequence[fl
             np.maximum(out, m * np.float32(w), out=out)
         else:
             out += m * np.float32(w)
-    return np.clip(out, 0.0, 1.0, out=out)
+    cap = 1.0 if mode == "union" else max(1.0, *(float(w) for w in weights))
+    return np.clip(out, 0.0, cap, out=out)
 
 
 def _disk(px: int) -> np.ndarray:

@@ -7,6 +7,7 @@ YAML keys equal the field names below. Sub-sections group the knobs of one modul
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -32,9 +33,10 @@ class MaskSettings(Settings):
     merge: Literal["union", "max", "weighted_sum"] = Field(
         "max",
         description=(
-            "How region masks become one training mask. union: max of the unweighted masks "
-            "(weights ignored); max: max over regions of weight * mask (an overlapping pixel "
-            "takes the highest weighted value); weighted_sum: sum of weight * mask, clipped to 1."
+            "How region masks become one training mask (the loss weight map). union: max of the "
+            "unweighted masks (needs every region weight at 1); max: max over regions of weight * mask "
+            "(an overlapping pixel takes the highest weighted value); weighted_sum: sum of weight * mask, "
+            "capped at max(1, largest region weight)."
         ),
     )
     dilate_px: int = Field(0, ge=0, le=256, description="Grow every region by this many training-image pixels.")
@@ -188,7 +190,14 @@ class DataSettings(Settings):
         description="Region names that exist in the data but are not trained (counted and left out instead of reported as unknown).",
     )
     region_weights: dict[str, float] = Field(
-        default_factory=dict, description="Weight (0..1) of each region in the merged mask; missing names weigh 1."
+        default_factory=dict,
+        description=(
+            "Weight (>= 0) of each region, by name; regions not named weigh 1. The one place region weights "
+            "are set: the merged training mask (data.masks.merge) is built from them in training-image pixels, "
+            "and it is the loss weight map (4-channel objective) and, inside the inpainting hole, "
+            "max(1, weight) (9-channel objective). 0 leaves a region out of the mask and of the region holes; "
+            "above 1 stresses it (e.g. {face: 2.0, chest: 0.5})."
+        ),
     )
     default_region: str = Field(
         "mask", description="Region name of single, unnamed masks (kohya mask folder, PNG alpha, a `mask` column)."
@@ -258,12 +267,19 @@ class DataSettings(Settings):
         if both:
             raise ValueError(f"regions {both} are both in regions and in ignored_regions; keep each name in one list")
         for name, weight in self.region_weights.items():
-            if not 0.0 <= weight <= 1.0:
-                raise ValueError(f"region_weights.{name} = {weight}: weights must be in [0, 1]")
+            if not (0.0 <= weight < math.inf):
+                raise ValueError(f"region_weights.{name} = {weight}: weights must be finite and >= 0 (1 = normal, 0 = left out)")
             if self.regions is not None and name not in self.regions:
                 raise ValueError(f"region_weights names {name!r}, which is not in regions {self.regions}")
+        weighted = sorted(name for name, weight in self.region_weights.items() if weight != 1.0)
+        if self.masks.merge == "union" and weighted:
+            # union ignores weights: refuse rather than let region_weights silently do nothing
+            raise ValueError(
+                f"masks.merge is 'union', which ignores region_weights, but region_weights sets {weighted}: "
+                "use masks.merge: max (or weighted_sum), or drop region_weights"
+            )
         return self
 
     def weight_of(self, region: str) -> float:
-        """Weight of ``region`` in the merged mask (1.0 unless set in ``region_weights``)."""
+        """Weight of ``region`` (1.0 unless set in ``region_weights``): the only reading of that key."""
         return float(self.region_weights.get(region, 1.0))

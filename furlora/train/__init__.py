@@ -3,8 +3,10 @@
 One job per module (imports point one way: settings <- loss/noise/rng <- step <- trainer):
 
 - ``settings``: the ``train:`` section (objective, loss options, memory features, schedules ...).
-- ``loss``: masked diffusion loss math (region weights, floor, area normalisation, min-SNR,
-  detail term, prior preservation), pure tensor functions.
+- ``loss``: masked diffusion loss math (weight maps of both objectives, floor, area
+  normalisation, min-SNR, detail term, prior preservation), pure tensor functions.
+  ``loss_log``: per-region errors and the hole's share of loss weight, summed on the device
+  and read at logging steps.
 - ``rng`` / ``noise``: random draws seeded by (seed, global step, rank): exact resume by construction.
 - ``encode``: VAE / text encoding with in-memory caches. ``step``: one forward pass of the base
   4-channel masked objective or the 9-channel inpainting objective.

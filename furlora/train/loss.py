@@ -8,7 +8,7 @@ Everything is computed in float32 whatever the prediction dtype (mixed precision
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,24 +32,28 @@ def weight_map(mask: torch.Tensor, floor_weight: float = 0.0) -> torch.Tensor:
     return mask.float().clamp_min(floor_weight)
 
 
-def region_weight_map(
-    region_masks: torch.Tensor, region_names: Sequence[Sequence[str]], weights: dict[str, float]
-) -> torch.Tensor:
-    """A merged mask from per-region masks and weights given by name.
+def inpaint_weight_map(region_weights: torch.Tensor, hole: torch.Tensor, floor_weight: float = 0.0) -> torch.Tensor:
+    """Per-pixel loss weights of the 9-channel inpainting objective; [B, 1, h, w] -> [B, 1, h, w].
 
-    ``region_masks``: [B, R, h, w] in [0, 1]; ``region_names[b]`` names the first regions of
-    sample b (padding regions have no name and get weight 0). The result [B, 1, h, w] is the
-    per-pixel maximum of ``mask_r * weight(name_r)`` (maximum, not sum: overlapping regions do
-    not add up). Regions whose name is not in ``weights`` get weight 0.
+    ``region_weights``: the merged training mask (data.region_weights applied) at latent size;
+    ``hole``: the share of each latent cell's pixels inside the inpainting hole (0..1).
+    Inside the hole the weight is ``max(1, region weight)``: every hole pixel is content the UNet
+    must make up, and a region weighted above 1 counts more. Outside it is ``floor_weight``: the
+    UNet sees those pixels through the masked-image latents, so the region mask gives them no
+    extra weight. A cell partly in the hole mixes the two by its share.
     """
-    batch, regions = region_masks.shape[:2]
-    w = torch.zeros((batch, regions, 1, 1), dtype=torch.float32, device=region_masks.device)
-    for b, names in enumerate(region_names):
-        for r, name in enumerate(names[:regions]):
-            w[b, r] = float(weights.get(name, 0.0))
-    if regions == 0:
-        return torch.zeros((batch, 1, *region_masks.shape[-2:]), dtype=torch.float32, device=region_masks.device)
-    return (region_masks.float() * w).amax(dim=1, keepdim=True)
+    hole = hole.float().clamp(0.0, 1.0)
+    return hole * region_weights.float().clamp_min(1.0) + (1.0 - hole) * floor_weight
+
+
+def hole_weight_share(weights: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """Share of each sample's loss weight that lies inside the hole: [B, 1, h, w] x2 -> float32 [B].
+
+    1 = the loss is all inside the hole; a sample without any weight gives 0.
+    """
+    weights = weights.float()
+    inside = (weights * hole.float()).flatten(1).sum(dim=1)
+    return inside / weights.flatten(1).sum(dim=1).clamp_min(_EPS)
 
 
 def per_pixel_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -106,8 +110,6 @@ class LossTerms:
     """Scalar: the weighted masked denoising term."""
     detail: torch.Tensor | None = None
     prior: torch.Tensor | None = None
-    regions: dict[str, tuple[float, float]] = field(default_factory=dict)
-    """Per region name: (sum of squared error over the region, region area), for logging means."""
 
 
 def diffusion_loss(
@@ -159,21 +161,26 @@ def region_error_sums(
     target: torch.Tensor,
     region_masks: torch.Tensor,
     region_names: Sequence[Sequence[str]],
-) -> dict[str, tuple[float, float]]:
-    """Per region name: (sum over the region of the squared error, region area), both floats.
+    within: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
+    """Per region name: a float32 tensor [2] = (sum over the region of the squared error, region area).
 
-    ``region_masks`` [B, R, h, w] at latent size. The mean error of a region over any number of
-    micro-batches is sum(first) / sum(second); regions with zero area are left out.
+    ``region_masks`` [B, R, h, w] at latent size; unnamed (padding) regions are left out.
+    ``within`` [B, 1, h, w] (e.g. the inpainting hole): count only that part of each region.
+    The tensors stay on the prediction's device (no host sync: logging reads them later); the
+    mean error of a region over any number of micro-batches is sum(first) / sum(second), and a
+    region whose summed area is 0 has no mean.
     """
-    error = per_pixel_error(prediction.detach(), target.detach())  # [B,1,h,w]
-    out: dict[str, list[float]] = {}
+    error = per_pixel_error(prediction.detach(), target.detach())  # [B, 1, h, w]
+    masks = region_masks.detach().float()
+    if within is not None:
+        masks = masks * within.detach().float()
+    pairs = torch.stack([(error * masks).flatten(2).sum(dim=2), masks.flatten(2).sum(dim=2)], dim=2)  # [B, R, 2]
+    where: dict[str, tuple[list[int], list[int]]] = {}
     for b, names in enumerate(region_names):
-        for r, name in enumerate(names[: region_masks.shape[1]]):
-            m = region_masks[b, r].float()
-            area = float(m.sum())
-            if area <= 0:
-                continue
-            acc = out.setdefault(name, [0.0, 0.0])
-            acc[0] += float((error[b, 0] * m).sum())
-            acc[1] += area
-    return {k: (v[0], v[1]) for k, v in out.items()}
+        for r, name in enumerate(names[: masks.shape[1]]):
+            if name:
+                rows, cols = where.setdefault(name, ([], []))
+                rows.append(b)
+                cols.append(r)
+    return {name: pairs[rows, cols].sum(dim=0) for name, (rows, cols) in where.items()}

@@ -6,7 +6,7 @@ reported together (pydantic model validators) before any weight loads.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -21,8 +21,12 @@ class LossSettings(Settings):
         ge=0.0,
         le=1.0,
         description=(
-            "Weight of pixels outside the training mask (OneTrainer 'unmasked_weight', ai-toolkit "
-            "'mask_min_value'): the per-pixel weight is max(mask, floor_weight). 0 = learn only inside the mask."
+            "Weight of pixels the objective does not aim at (OneTrainer 'unmasked_weight', ai-toolkit "
+            "'mask_min_value'). masked (4-channel) objective: the per-pixel weight is max(mask, floor_weight), "
+            "mask = the merged training mask with data.region_weights. inpaint (9-channel) objective: pixels "
+            "outside the inpainting hole weigh floor_weight (the UNet sees them through the masked image), "
+            "pixels inside weigh max(1, region weight). 0 = learn only inside the mask / hole. The training "
+            "log's loss/hole_weight_share says how much of the inpaint loss lands inside the hole."
         ),
     )
     normalize_by_area: bool = Field(
@@ -30,14 +34,6 @@ class LossSettings(Settings):
         description=(
             "Divide each sample's weighted error by the sum of its weights, so a small mask counts as "
             "much as a large one. False: plain mean over all pixels (small masks count less)."
-        ),
-    )
-    region_weights: dict[str, float] | None = Field(
-        None,
-        description=(
-            "Override the dataset's per-region weights by region name (e.g. {face: 2.0, chest: 1.0}). "
-            "The weight map is then the per-pixel maximum of region_mask * weight. None: use the "
-            "dataset's merged mask as given."
         ),
     )
     prior_preservation_weight: float = Field(
@@ -62,6 +58,26 @@ class LossSettings(Settings):
             "Weight of a high-frequency detail term: the masked mean square of a 3x3 Laplacian of "
             "(prediction - target), which stresses fine texture such as fur. 0 = off."
         ),
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_region_weights(cls, data: Any) -> Any:
+        # Region weights have one home (data.region_weights); say exactly what to write instead.
+        if isinstance(data, dict) and "region_weights" in data:
+            raise ValueError(removed_region_weights_message(data["region_weights"]))
+        return data
+
+
+def removed_region_weights_message(old: Any) -> str:
+    """The error for a config that still sets the removed ``train.loss.region_weights``."""
+    pairs = old.items() if isinstance(old, dict) else []
+    flow = "{" + ", ".join(f"{name}: {weight}" for name, weight in pairs) + "}"
+    return (
+        "train.loss.region_weights was removed: region weights have one home, data.region_weights "
+        f"(weights >= 0). Delete train.loss.region_weights and write `data: {{region_weights: {flow}}}` "
+        "(or --set 'data.region_weights=" + flow + "'). Unlike the old key, a region not named there "
+        "weighs 1, not 0: name it with weight 0 to keep it out of the loss"
     )
 
 

@@ -21,8 +21,9 @@ from furlora.train.encode import BatchEncoder
 from furlora.train.loss import (
     LossTerms,
     diffusion_loss,
+    hole_weight_share,
+    inpaint_weight_map,
     region_error_sums,
-    region_weight_map,
     snr_weights,
     to_latent_size,
     weight_map,
@@ -35,11 +36,13 @@ from furlora.train.settings import LossSettings
 class PreparedBatch:
     """A micro-batch in model space. Latent size = pixel size / 8.
 
-    ``latents`` float32 [B, 4, h, w]; ``loss_mask`` float32 [B, 1, h, w] (training mask,
-    region weights applied, not yet floored); ``region_masks`` float32 [B, R, h, w];
-    ``inpaint_mask`` float32 [B, 1, h, w] binary (inpaint objective only); ``masked_latents``
-    float32 [B, 4, h, w] (inpaint objective only); ``prompt_embeds`` [B, 77, D];
-    ``pooled`` [B, P]; ``time_ids`` float32 [B, 6].
+    ``latents`` float32 [B, 4, h, w]; ``loss_mask`` float32 [B, 1, h, w] (the dataset's merged
+    training mask = region weight map, area-averaged, not yet floored); ``region_masks`` float32
+    [B, R, h, w]; ``inpaint_mask`` float32 [B, 1, h, w] binary, what the UNet is given (inpaint
+    objective only); ``hole`` float32 [B, 1, h, w]: the share of each latent cell's pixels inside
+    the hole, what the loss weights use (inpaint objective only); ``masked_latents`` float32
+    [B, 4, h, w] (inpaint objective only); ``prompt_embeds`` [B, 77, D]; ``pooled`` [B, P];
+    ``time_ids`` float32 [B, 6].
     """
 
     latents: torch.Tensor
@@ -50,6 +53,7 @@ class PreparedBatch:
     pooled: torch.Tensor
     time_ids: torch.Tensor
     inpaint_mask: torch.Tensor | None = None
+    hole: torch.Tensor | None = None
     masked_latents: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -95,7 +99,6 @@ def prepare_batch(
     encoder: BatchEncoder,
     inpaint: bool,
     text_trainable: bool,
-    region_weights: dict[str, float] | None = None,
 ) -> PreparedBatch:
     """Encode a collated dataset batch (see furlora.data contract) for one micro-step.
 
@@ -116,10 +119,8 @@ def prepare_batch(
     if region_masks is None:
         region_masks = torch.zeros((count, 0, *pixels.shape[-2:]))
     region_masks = to_latent_size(region_masks, size).to(device)
-    if region_weights is not None:
-        loss_mask = region_weight_map(region_masks, names, region_weights)
-    else:
-        loss_mask = to_latent_size(batch["mask"], size).to(device)
+    # Region weights are applied once, by the dataset (data.region_weights): read them from its mask.
+    loss_mask = to_latent_size(batch["mask"], size).to(device)
     prompt_embeds, pooled = encoder.text(list(batch["caption"]), trainable=text_trainable)
     time_ids = batch_micro_conditioning(
         _pairs(batch["original_size"]), _pairs(batch["crop_top_left"]), _pairs(batch["target_size"])
@@ -140,7 +141,22 @@ def prepare_batch(
         # Masked images change with every random mask: caching them would only grow the cache.
         prepared.masked_latents = encoder.latents(masked_pixels, cache=False)
         prepared.inpaint_mask = latent_inpaint_mask(pixel_mask, size).to(device)
+        prepared.hole = to_latent_size(pixel_mask, size).to(device)
     return prepared
+
+
+def loss_weights(prepared: PreparedBatch, floor_weight: float) -> torch.Tensor:
+    """Per-pixel loss weights [B, 1, h, w] of a prepared batch.
+
+    9-channel objective: ``max(1, region weight)`` inside the hole, ``floor_weight`` outside
+    (:func:`~furlora.train.loss.inpaint_weight_map`). 4-channel objective: the region weight map,
+    at least ``floor_weight``.
+    """
+    if prepared.hole is not None:
+        return inpaint_weight_map(prepared.loss_mask, prepared.hole, floor_weight)
+    return weight_map(prepared.loss_mask, floor_weight)
+
+
 
 
 def prediction_target(
@@ -168,10 +184,16 @@ def predict(unet: Any, prepared: PreparedBatch, noisy: torch.Tensor, timesteps: 
 
 @dataclass
 class StepOutput:
-    """The result of :func:`training_loss`: loss terms and per-region error sums (for logging)."""
+    """The result of :func:`training_loss`: loss terms, and figures for logging kept on the device.
+
+    ``regions``: per region name, a tensor (error sum, area) (inside the hole with the 9-channel
+    objective); ``hole_share`` [B]: the share of each sample's loss weight inside the hole
+    (9-channel objective only). Feed both to :class:`furlora.train.loss_log.LossLog`.
+    """
 
     loss: LossTerms
-    regions: dict[str, tuple[float, float]]
+    regions: dict[str, torch.Tensor]
+    hole_share: torch.Tensor | None = None
 
 
 def training_loss(
@@ -207,10 +229,11 @@ def training_loss(
     sample_weights = None
     if loss_settings.min_snr_gamma is not None:
         sample_weights = snr_weights(noise_scheduler.alphas_cumprod, timesteps, loss_settings.min_snr_gamma, prediction_type)
+    weights = loss_weights(prepared, loss_settings.floor_weight)
     terms = diffusion_loss(
         prediction,
         target,
-        weight_map(prepared.loss_mask, loss_settings.floor_weight),
+        weights,
         normalize_by_area=loss_settings.normalize_by_area,
         sample_weights=sample_weights,
         detail_weight=loss_settings.detail_weight,
@@ -218,8 +241,12 @@ def training_loss(
         prior_mask=prepared.loss_mask,
         prior_weight=loss_settings.prior_preservation_weight,
     )
-    regions = region_error_sums(prediction, target, prepared.region_masks, prepared.region_names) if log_regions else {}
-    return StepOutput(loss=terms, regions=regions)
+    regions = {}
+    if log_regions:
+        regions = region_error_sums(prediction, target, prepared.region_masks, prepared.region_names, within=prepared.hole)
+    share = hole_weight_share(weights, prepared.hole) if prepared.hole is not None else None
+    return StepOutput(loss=terms, regions=regions, hole_share=share)
+
 
 
 def resolve_prediction_type(setting: str, noise_scheduler: Any) -> str:

@@ -37,6 +37,7 @@ from furlora.train.ema import AdapterEMA
 from furlora.train.encode import BatchEncoder
 from furlora.train.export import export_lora
 from furlora.train.guard import NonFiniteGuard
+from furlora.train.loss_log import LossLog
 from furlora.train.noise import draw_step
 from furlora.train.optim import build_optimizer
 from furlora.train.resume import check_compatible, config_hash, select_checkpoint
@@ -157,6 +158,7 @@ class Trainer:
         self.resumed_from: str | None = None
         self.validations: list[dict[str, float]] = []
         self.last_metrics: dict[str, float] = {}
+        self.loss_log = LossLog()  # region / hole figures, summed on the device between logging steps
         self.train_seconds = 0.0
         self._segment_start: float | None = None
         self.run_seconds = 0.0
@@ -216,7 +218,6 @@ class Trainer:
                 getattr(self.components, name).train()
         loss_sum = torch.zeros((), dtype=torch.float32)
         terms: dict[str, float] = {}
-        regions: dict[str, list[float]] = {}
         for micro in range(accumulation):
             batch = self.stream.next()
             shape = self.encoder.latent_shape(batch["pixel_values"].shape)
@@ -226,7 +227,7 @@ class Trainer:
                 settings.loss.noise_offset,
                 settings.full_mask_fraction if self.inpaint else 0.0,
             )
-            prepared = prepare_batch(batch, draws, self.encoder, self.inpaint, text_trainable, settings.loss.region_weights)
+            prepared = prepare_batch(batch, draws, self.encoder, self.inpaint, text_trainable)
             out = training_loss(
                 self.components.unet, prepared, draws, self.noise_scheduler, self.prediction_type, settings.loss,
                 base_unet=self.manager.disabled, autocast=self.autocast,
@@ -238,10 +239,7 @@ class Trainer:
                 value = getattr(out.loss, name)
                 if value is not None:
                     terms[name] = terms.get(name, 0.0) + float(value) / accumulation
-            for name, (err, area) in out.regions.items():
-                acc = regions.setdefault(name, [0.0, 0.0])
-                acc[0] += err
-                acc[1] += area
+            self.loss_log.add(out.regions, out.hole_share)  # no host sync: read at logging steps
         local_loss = float(loss_sum) / accumulation
         if self.world > 1:
             average_gradients(self.parameters, self.world)
@@ -286,9 +284,8 @@ class Trainer:
                 metrics[f"lr/{group['name']}"] = float(value)
         for name, value in terms.items():
             metrics[f"loss/{name}"] = value
-        for name, (err, area) in regions.items():
-            if name and area > 0:
-                metrics[f"loss/region/{name}"] = err / area
+        if self.global_step % settings.log.every_n_steps == 0 or self.global_step >= settings.max_steps:
+            metrics.update(self.loss_log.read())  # loss/region/<name>, loss/hole_weight_share
         if self.scaler is not None:
             metrics["grad_scale"] = float(self.scaler.get_scale())
         return metrics

@@ -2,8 +2,10 @@
 
 Every held-out sample (as drawn in epoch 0: fixed crop and inpainting hole) is scored at fixed
 timesteps with fixed noise derived from (seed, sample key, timestep), so two validations differ
-only by the weights. The score is the area-normalised masked MSE of the prediction (weights =
-the training mask, no floor, no extra terms): comparable across runs whatever the loss options.
+only by the weights. The score is the area-normalised weighted MSE of the prediction with the
+training loss's weight map (:func:`furlora.train.step.loss_weights`: the region weight map, or
+with the 9-channel objective max(1, region weight) inside the hole) but no floor and no extra
+terms, so it is comparable across runs whatever the loss options.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from furlora.train.encode import BatchEncoder
 from furlora.train.loss import per_pixel_error, weighted_mean
 from furlora.train.noise import StepDraws, validation_draws
-from furlora.train.step import predict, prepare_batch, prediction_target
+from furlora.train.step import loss_weights, predict, prepare_batch, prediction_target
 
 
 @torch.no_grad()
@@ -54,7 +56,7 @@ def validation_loss(
         target = prediction_target(noise_scheduler, latents, noise, ts, prediction_type)
         with autocast():
             prediction = predict(unet, repeated, noisy, ts)
-        scores.append(weighted_mean(per_pixel_error(prediction, target), repeated.loss_mask.clamp(0, 1), True))
+        scores.append(weighted_mean(per_pixel_error(prediction, target), loss_weights(repeated, 0.0), True))
     if not scores:
         raise ValueError("the validation dataset is empty")
     return float(torch.cat(scores).mean())

@@ -27,14 +27,14 @@ def test_sample_contract(ds):
     assert -1.0 <= s["pixel_values"].min() and s["pixel_values"].max() <= 1.0
     assert s["mask"].shape == (1, h, w) and 0 <= s["mask"].min() and s["mask"].max() <= 1
     assert s["region_masks"].shape == (3, h, w) and s["region_names"] == ["a", "b", "c"]
-    assert s["region_weights"].tolist() == [1.0, 0.5, 1.0]
+    assert "region_weights" not in s and ds.region_weights == [1.0, 0.5, 1.0]  # one home: the dataset
     assert set(torch.unique(s["inpaint_mask"]).tolist()) <= {0.0, 1.0} and s["inpaint_mask"].shape == (1, h, w)
     torch.testing.assert_close(s["masked_pixel_values"], s["pixel_values"] * (1 - s["inpaint_mask"]))
     assert s["caption"] == "caption 1" and s["key"] == "img1" and s["index"] == 1
     assert s["original_size"] == (64, 96)
     top, left = s["crop_top_left"]
     assert top >= 0 and left >= 0
-    expected = np.max(s["region_masks"].numpy() * s["region_weights"].numpy()[:, None, None], axis=0)
+    expected = np.max(s["region_masks"].numpy() * np.array([1.0, 0.5, 1.0], np.float32)[:, None, None], axis=0)
     np.testing.assert_allclose(s["mask"][0].numpy(), expected)  # merge "max" with weights
 
 
@@ -59,11 +59,10 @@ def test_collate_stacks_and_pads_regions(ds):
     a, b = ds.sample(0, 0, augment=False), ds.sample(0, 1, augment=False)
     b = dict(b)
     b["region_masks"] = b["region_masks"][:2]
-    b["region_weights"] = b["region_weights"][:2]
     b["region_names"] = b["region_names"][:2]
     batch = collate_samples([a, b])
     assert batch["pixel_values"].shape == (2, *a["pixel_values"].shape)
-    assert batch["region_masks"].shape[1] == 3 and batch["region_weights"][1].tolist() == [1.0, 0.5, 0.0]
+    assert batch["region_masks"].shape[1] == 3 and "region_weights" not in batch
     assert not batch["region_masks"][1, 2].any() and batch["region_names"][1] == ["a", "b", ""]
     assert batch["caption"] == [a["caption"], b["caption"]] and batch["original_size"] == [(64, 80), (64, 80)]
     with pytest.raises(ValueError, match="BucketBatchSampler"):
@@ -114,5 +113,34 @@ def test_settings_validation_names_keys():
     assert "data.resolution" in text and "data.regions" in text and "data.masks.merge" in text
     with pytest.raises(ConfigError, match="not in regions"):
         validate_config({"data": {"regions": ["face"], "region_weights": {"tail": 0.5}}})
-    with pytest.raises(ConfigError, match=r"region_weights.face = 2.0"):
-        validate_config({"data": {"region_weights": {"face": 2.0}}})
+    with pytest.raises(ConfigError, match=r"region_weights.face = -1.0: weights must be finite and >= 0"):
+        validate_config({"data": {"region_weights": {"face": -1.0}}})
+    assert validate_config({"data": {"region_weights": {"face": 2.0}}}).data.weight_of("face") == 2.0
+    with pytest.raises(ConfigError, match=r"'union', which ignores region_weights, but region_weights sets \['face'\]"):
+        validate_config({"data": {"region_weights": {"face": 2.0, "tail": 1.0}, "masks": {"merge": "union"}}})
+
+
+def test_the_removed_loss_region_weights_key_says_what_to_write():
+    from furlora.config import validate_config
+    from furlora.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        validate_config({"train": {"loss": {"region_weights": {"face": 2.0, "chest": 0.5}}}}, source="old.yaml")
+    text = str(exc.value)
+    assert "old.yaml" in text and "train.loss.region_weights was removed" in text
+    assert "write `data: {region_weights: {face: 2.0, chest: 0.5}}`" in text
+    assert "--set 'data.region_weights={face: 2.0, chest: 0.5}'" in text
+    assert "a region not named there weighs 1, not 0" in text
+    # What it says to write is valid and gives those weights.
+    fixed = validate_config({"data": {"region_weights": {"face": 2.0, "chest": 0.5}}})
+    assert (fixed.data.weight_of("face"), fixed.data.weight_of("chest"), fixed.data.weight_of("tail")) == (2.0, 0.5, 1.0)
+
+
+def test_a_weight_above_one_reaches_the_merged_mask(maker, make_settings):
+    maker.furlora_sample("x")
+    plain = MaskedDataset(make_settings(augment={"enabled": False}), maker.root).sample(0, 0)
+    heavy = MaskedDataset(make_settings(augment={"enabled": False}, region_weights={"a": 2.0}), maker.root).sample(0, 0)
+    a = plain["region_masks"][plain["region_names"].index("a")] > 0.5
+    assert a.any() and torch.all(heavy["mask"][0][a] == 2.0)
+    assert torch.equal(heavy["mask"][0][~a], plain["mask"][0][~a])
+    torch.testing.assert_close(heavy["inpaint_mask"], plain["inpaint_mask"])  # the hole does not change with the weight

@@ -133,7 +133,7 @@ def test_regions_setting_selects_and_orders(maker, make_settings):
     ds = MaskedDataset(make_settings(regions=["c", "a", "b"], region_weights={"c": 0.5}), maker.root)
     assert ds.region_names == ["c", "a", "b"]
     s = ds.sample(0, 0)
-    assert s["region_weights"].tolist() == [0.5, 1.0, 1.0]
+    assert ds.region_weights == [0.5, 1.0, 1.0]
     merged = s["mask"][0].numpy()
     assert set(np.unique(merged[_region(s, "c") > 0])) == {0.5}
     assert set(np.unique(merged[_region(s, "a") > 0])) == {1.0}

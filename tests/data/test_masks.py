@@ -75,7 +75,22 @@ def test_overlapping_regions_follow_the_documented_rule():
     assert low[0, 1] == pytest.approx(0.7)  # sums below 1 are kept
 
 
+def test_weights_above_one_are_kept_and_cap_weighted_sum():
+    # One rule set for data.region_weights: >= 0, a weight above 1 stresses a region (loss weight map).
+    face = np.zeros((1, 4), np.float32)
+    chest = np.zeros((1, 4), np.float32)
+    face[0, :2] = 1
+    chest[0, 1:3] = 1  # overlap at column 1
+    assert merge_regions([face, chest], [2.0, 0.5], "max").tolist() == [[2.0, 2.0, 0.5, 0.0]]
+    # weighted_sum caps at max(1, largest weight): 2 + 0.5 -> 2 (never 1: the weight 2 stays 2)
+    assert merge_regions([face, chest], [2.0, 0.5], "weighted_sum").tolist() == [[2.0, 2.0, 0.5, 0.0]]
+    assert merge_regions([face, chest], [1.5, 0.25], "weighted_sum").tolist() == [[1.5, 1.5, 0.25, 0.0]]
+    assert merge_regions([face, chest], [0.0, 1.0], "max").tolist() == [[0.0, 1.0, 1.0, 0.0]]  # weight 0: left out
+
+
 def test_merge_rejects_bad_input():
+    with pytest.raises(ValueError, match="must be >= 0"):
+        merge_regions([np.zeros((2, 2))], [-0.5], "max")
     with pytest.raises(ValueError, match="at least one"):
         merge_regions([], [], "max")
     with pytest.raises(ValueError, match="weights"):

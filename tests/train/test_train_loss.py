@@ -9,14 +9,17 @@ import torch
 
 from furlora.train.loss import (
     diffusion_loss,
+    hole_weight_share,
+    inpaint_weight_map,
     laplacian,
+    per_pixel_error,
     region_error_sums,
-    region_weight_map,
     snr_weights,
     to_latent_size,
     weight_map,
     weighted_mean,
 )
+from furlora.train.loss_log import LossLog
 
 
 def _one_sample() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -74,15 +77,40 @@ def test_channels_are_averaged_and_batch_is_averaged() -> None:
     assert terms.total.item() == pytest.approx(1.5)
 
 
-def test_region_weights_take_the_maximum_by_name() -> None:
-    regions = torch.zeros(1, 3, 1, 3)
-    regions[0, 0, 0, :2] = 1.0  # face covers pixels 0, 1
-    regions[0, 1, 0, 1:] = 1.0  # chest covers pixels 1, 2
-    names = [["face", "chest"]]  # the third region is padding
-    w = region_weight_map(regions, names, {"face": 2.0, "chest": 0.5, "tail": 9.0})
-    assert w.flatten().tolist() == [2.0, 2.0, 0.5]
-    # Unknown region names get weight 0.
-    assert region_weight_map(regions, names, {"tail": 1.0}).flatten().tolist() == [0.0, 0.0, 0.0]
+def test_inpaint_weights_follow_the_hole_not_the_region_mask() -> None:
+    # Five latent cells: region weight map (data.region_weights merged) and the hole.
+    region = torch.tensor([[[[2.0, 0.5, 0.0, 2.0, 0.0]]]])  # face 2 | chest 0.5 | none | face 2 | none
+    hole = torch.tensor([[[[1.0, 1.0, 1.0, 0.0, 0.5]]]])  # in | in | a random box off the regions | out | half in
+    w = inpaint_weight_map(region, hole, floor_weight=0.1)
+    # inside: max(1, w); outside: the floor; half in: 0.5 * 1 + 0.5 * 0.1
+    assert w.flatten().tolist() == pytest.approx([2.0, 1.0, 1.0, 0.1, 0.55])
+    # The region map alone (what the 9-channel objective used before) weighs the box 0.1 and the
+    # face outside the hole 2.0:
+    assert weight_map(region, 0.1).flatten().tolist() == pytest.approx([2.0, 0.5, 0.1, 2.0, 0.1])
+    assert inpaint_weight_map(region, hole, 0.0).flatten().tolist() == pytest.approx([2.0, 1.0, 1.0, 0.0, 0.5])
+
+
+def test_hole_weight_share() -> None:
+    hole = torch.tensor([[[[1.0, 1.0, 0.0, 0.0]]], [[[0.0, 0.0, 0.0, 0.0]]]])
+    weights = torch.tensor([[[[1.0, 2.0, 0.5, 0.5]]], [[[0.0, 0.0, 0.0, 0.0]]]])
+    # sample 0: 3 of 4 inside; sample 1: no weight at all -> 0, not nan
+    assert hole_weight_share(weights, hole).tolist() == pytest.approx([0.75, 0.0])
+
+
+def _old_region_error_sums(pred, target, region_masks, region_names):
+    """The per-sample float() implementation the device sums replace (reference for equal values)."""
+    error = per_pixel_error(pred, target)
+    out: dict[str, list[float]] = {}
+    for b, names in enumerate(region_names):
+        for r, name in enumerate(names[: region_masks.shape[1]]):
+            m = region_masks[b, r].float()
+            area = float(m.sum())
+            if area <= 0:
+                continue
+            acc = out.setdefault(name, [0.0, 0.0])
+            acc[0] += float((error[b, 0] * m).sum())
+            acc[1] += area
+    return out
 
 
 def test_region_error_sums_for_logging() -> None:
@@ -91,7 +119,55 @@ def test_region_error_sums_for_logging() -> None:
     regions[0, 0, 0, 0] = 1.0
     regions[0, 1, 0, 1:] = 1.0
     sums = region_error_sums(pred, torch.zeros_like(pred), regions, [["face", "chest"]])
-    assert sums == {"face": (1.0, 1.0), "chest": (13.0, 2.0)}
+    assert {k: v.tolist() for k, v in sums.items()} == {"face": [1.0, 1.0], "chest": [13.0, 2.0]}
+    # Only inside the hole (the 9-channel objective's logs): the chest pixel with error 9.
+    hole = torch.tensor([[[[0.0, 0.0, 1.0]]]])
+    within = region_error_sums(pred, torch.zeros_like(pred), regions, [["face", "chest"]], within=hole)
+    assert {k: v.tolist() for k, v in within.items()} == {"face": [0.0, 0.0], "chest": [9.0, 1.0]}
+    log = LossLog()
+    log.add(within)
+    assert log.read() == {"loss/region/chest": 9.0}  # no mean for a region with no area
+
+
+def test_loss_log_equals_the_per_step_floats_and_reads_the_host_once(monkeypatch) -> None:
+    g = torch.Generator().manual_seed(0)
+    micro_batches = []
+    for k in range(3):  # 3 micro-batches, padded region lists, a region absent in one sample
+        pred, target = torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 4, 4, 4, generator=g)
+        masks = (torch.rand(2, 3, 4, 4, generator=g) > 0.5).float()
+        masks[1, 2] = 0.0
+        masks[0, 1] = 0.0 if k == 0 else masks[0, 1]
+        names = [["face", "chest", "tail"], ["chest", "face", ""]]
+        micro_batches.append((pred, target, masks, names))
+    expected: dict[str, list[float]] = {}
+    for pred, target, masks, names in micro_batches:
+        for name, (err, area) in _old_region_error_sums(pred, target, masks, names).items():
+            acc = expected.setdefault(name, [0.0, 0.0])
+            acc[0] += err
+            acc[1] += area
+    reads = {"n": 0}
+    log = LossLog()
+    real_tolist = torch.Tensor.tolist
+
+    def counting(name, real):
+        def wrapper(self, *args, **kwargs):
+            reads["n"] += 1
+            return real(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+    for name in ("__float__", "item", "tolist", "cpu", "numpy", "__bool__"):
+        counting(name, getattr(torch.Tensor, name))
+    for pred, target, masks, names in micro_batches:
+        log.add(region_error_sums(pred, target, masks, names), hole_share=torch.tensor([0.25, 0.75]))
+    assert reads["n"] == 0  # nothing read on the host between logging steps
+    metrics = log.read()
+    assert reads["n"] == 1  # one transfer at the logging step
+    monkeypatch.setattr(torch.Tensor, "tolist", real_tolist)
+    assert set(metrics) == {"loss/region/face", "loss/region/chest", "loss/region/tail", "loss/hole_weight_share"}
+    for name, (err, area) in expected.items():
+        assert metrics[f"loss/region/{name}"] == pytest.approx(err / area, rel=1e-6)
+    assert metrics["loss/hole_weight_share"] == pytest.approx(0.5)
+    assert log.read() == {}  # it starts over after a read
 
 
 def test_min_snr_weights() -> None:

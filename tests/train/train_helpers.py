@@ -20,7 +20,6 @@ def make_batch(batch: int = 2, size: int = 32, seed: int = 0) -> dict[str, Any]:
         "pixel_values": pixels,
         "mask": regions.amax(dim=1, keepdim=True) * 0.5 + hole * 0.5,
         "region_masks": regions,
-        "region_weights": torch.ones((batch, 2)),
         "region_names": [["face", "chest"] for _ in range(batch)],
         "inpaint_mask": hole,
         "masked_pixel_values": pixels * (1 - hole),
