@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import torch
 
+from furlora.atomic import publish_file
 from furlora.errors import LoraFormatError, format_problems
 from furlora.lora.kohya_names import KOHYA_PREFIX, check_sdxl_module, kohya_module_name, parse_kohya_module_name
 from furlora.lora.weights import LoraWeights, split_key
@@ -73,7 +74,7 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], header: dict[str
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
+        publish_file(tmp, path)  # mkstemp's 0600 would hide the file from ComfyUI running as another user
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from furlora.atomic import give_umask_modes, make_temp_folder
 
 COMPLETE_MARKER = "model_index.json"
 
@@ -22,9 +23,10 @@ def publish_folder(target: Path, build: Callable[[Path], None]) -> Path:
     if (target / COMPLETE_MARKER).is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    tmp = make_temp_folder(target)  # the umask's folder mode, not mkdtemp's 0700 (a shared cache)
     try:
         build(tmp)
+        give_umask_modes(tmp)  # safetensors writes 0600 files; other users share this cache
         try:
             os.replace(tmp, target)
         except OSError:

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from furlora.atomic import publish_file
 from furlora.errors import LoraFormatError
 
 CLIP_L = "clip_l"
@@ -87,7 +88,7 @@ def save_embedding_file(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        publish_file(tmp, path)  # safetensors writes 0600; ComfyUI / A1111 may run as another user
     finally:
         if tmp.exists():
             tmp.unlink()
