@@ -157,8 +157,6 @@ def loss_weights(prepared: PreparedBatch, floor_weight: float) -> torch.Tensor:
     return weight_map(prepared.loss_mask, floor_weight)
 
 
-
-
 def prediction_target(
     noise_scheduler: Any, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor, prediction_type: str
 ) -> torch.Tensor:
@@ -246,7 +244,6 @@ def training_loss(
         regions = region_error_sums(prediction, target, prepared.region_masks, prepared.region_names, within=prepared.hole)
     share = hole_weight_share(weights, prepared.hole) if prepared.hole is not None else None
     return StepOutput(loss=terms, regions=regions, hole_share=share)
-
 
 
 def resolve_prediction_type(setting: str, noise_scheduler: Any) -> str:
