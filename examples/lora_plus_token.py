@@ -60,7 +60,7 @@ def compare(config, lora_file: Path, embedding_file: Path, tokens, out: Path) ->
     input | base | LoRA | token | LoRA + token (same seed, the token in the prompt of the last two)."""
     from PIL import Image
 
-    settings = config.eval.model_copy(update={"max_images": config.eval.max_images or config.eval.validation_images,
+    settings = config.eval.model_copy(update={"max_images": config.eval.max_images or 2,
                                               "lora_scales": [1.0], "include_off": True})
     heldout = heldout_folder(config)
     result = run_comparison(config.model.source, [lora_file], heldout, out / "report", settings,

@@ -12,10 +12,11 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from furlora.data.settings import DataSettings
 from furlora.errors import ConfigError, format_problems
@@ -39,6 +40,24 @@ class RunConfig(Settings):
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings = Field(default_factory=EvalSettings)
+
+    @model_validator(mode="after")
+    def _precision_agrees(self) -> RunConfig:
+        """Frozen bf16 / fp16 weights need autocast: without it the fp32 LoRA path meets bf16
+        weights and the first UNet forward fails ("mat1 and mat2 must have the same dtype")
+        after every weight loaded. An unset ``train.mixed_precision`` follows ``model.dtype``;
+        an explicit ``no`` is an error naming both keys."""
+        dtype = self.model.dtype
+        if dtype == "fp32" or self.train.mixed_precision != "no":
+            return self
+        if "mixed_precision" in self.train.model_fields_set:
+            raise ValueError(
+                f"model.dtype: {dtype} with train.mixed_precision: no cannot train (the frozen {dtype} UNet "
+                f"would meet fp32 inputs); set train.mixed_precision: {dtype} (LoRA weights stay fp32) "
+                "or model.dtype: fp32"
+            )
+        self.train.mixed_precision = dtype
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """A plain, JSON-serialisable dict of every setting (defaults included)."""
@@ -80,13 +99,40 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return validate_config(data, source=source)
 
 
+#: Keys that were removed, with what to write instead (an old config gets this, not "unknown key").
+REMOVED_KEYS: dict[tuple[str, ...], str] = {
+    ("eval", "every_n_steps"): "train.validation.every_n_steps (how often the held-out split is validated)",
+    ("eval", "validation_dataset"): "train.validation.path (the held-out dataset folder)",
+    ("eval", "validation_images"): (
+        "train.validation.num_images (images in the training sample grid) or eval.max_images "
+        "(images in the demo's comparison)"
+    ),
+}
+
+
 def validate_config(data: dict[str, Any], source: str = "<config>") -> RunConfig:
     """Validate a plain dict into a :class:`RunConfig`, reporting every problem at once."""
+    removed = [path for path in REMOVED_KEYS if _has_key(data, path)]
+    problems = [f"{'.'.join(path)} was removed; write {REMOVED_KEYS[path]}" for path in removed]
     try:
-        return RunConfig.model_validate(data)
+        config = RunConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_describe(err) for err in exc.errors()]
-        raise ConfigError(format_problems(f"invalid config {source}", problems)) from None
+        problems += [
+            _describe(err) for err in exc.errors()
+            if not (err.get("type") == "extra_forbidden" and tuple(err.get("loc", ())) in removed)
+        ]
+    else:
+        if not problems:
+            return config
+    raise ConfigError(format_problems(f"invalid config {source}", problems)) from None
+
+
+def _has_key(data: Any, path: tuple[str, ...]) -> bool:
+    for part in path:
+        if not isinstance(data, dict) or part not in data:
+            return False
+        data = data[part]
+    return True
 
 
 def apply_override(data: dict[str, Any], item: str) -> None:
@@ -101,6 +147,9 @@ def apply_override(data: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, bool) and raw.strip().lower() in _YAML_BOOL_WORDS and _takes_text(parts):
+        # YAML 1.1 reads yes/no/on/off as booleans; a text field (train.mixed_precision=no) wants the word.
+        value = raw.strip()
     node = data
     for part in parts[:-1]:
         child = node.setdefault(part, {})
@@ -110,10 +159,38 @@ def apply_override(data: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
+_YAML_BOOL_WORDS = {"yes", "no", "on", "off", "y", "n"}
+
+
+def _takes_text(parts: list[str]) -> bool:
+    """True when the field at ``parts`` accepts a string (str, a Literal of strings, or an optional of them)."""
+    current: Any = RunConfig
+    annotation: Any = None
+    for part in parts:
+        model = _inner_model(current)
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return False
+        annotation = model.model_fields[part].annotation
+        current = annotation
+    return _admits_text(annotation)
+
+
+def _admits_text(annotation: Any) -> bool:
+    if annotation is str:
+        return True
+    if get_origin(annotation) is Literal:
+        return any(isinstance(a, str) for a in get_args(annotation))
+    if get_origin(annotation) in (Union, UnionType):
+        return any(_admits_text(a) for a in get_args(annotation))
+    return False
+
+
 def _describe(err: dict[str, Any]) -> str:
     loc = tuple(err.get("loc", ()))
     where = ".".join(str(x) for x in loc) or "<top level>"
     kind = err.get("type", "")
+    if kind == "value_error" and not loc:  # a check across sections: its message names the keys
+        return str(err.get("msg", "invalid")).removeprefix("Value error, ")
     if kind == "extra_forbidden":
         valid = _valid_keys(RunConfig, loc[:-1])
         close = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.5)

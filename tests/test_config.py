@@ -93,3 +93,60 @@ def test_every_shipped_config_loads():
     assert files, "configs/ must ship at least one YAML config"
     for file in files:
         load_config(file)
+
+
+def test_frozen_half_weights_without_autocast_are_rejected_naming_both_keys():
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["model.dtype=bf16", "train.mixed_precision=no"])
+    msg = str(info.value)
+    assert "model.dtype: bf16 with train.mixed_precision: no cannot train" in msg
+    assert "set train.mixed_precision: bf16" in msg and "or model.dtype: fp32" in msg
+    with pytest.raises(ConfigError, match="model.dtype: fp16 with train.mixed_precision: no"):
+        validate_config({"model": {"dtype": "fp16"}, "train": {"mixed_precision": "no"}})
+
+
+def test_unset_mixed_precision_follows_half_model_weights():
+    assert load_config(None, ["model.dtype=bf16"]).train.mixed_precision == "bf16"
+    assert load_config(None, ["model.dtype=fp16"]).train.mixed_precision == "fp16"
+    assert load_config(None, ["model.dtype=fp32"]).train.mixed_precision == "no"
+    assert load_config(None, ["model.dtype=bf16", "train.mixed_precision=fp16"]).train.mixed_precision == "fp16"
+
+
+@pytest.mark.parametrize("word", ["no", "No", "off"])
+def test_yaml_boolean_words_stay_words_for_text_fields(word):
+    data: dict = {}
+    apply_override(data, f"train.mixed_precision={word}")
+    assert data == {"train": {"mixed_precision": word}}
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    apply_override(data, "eval.refiner=yes")  # str | None
+    assert data["eval"]["refiner"] == "yes"
+
+
+def test_yaml_boolean_words_stay_booleans_for_boolean_fields():
+    data: dict = {}
+    for item in ("eval.use_captions=no", "train.cpu=yes", "train.gradient_checkpointing=on", "unknown.key=off"):
+        apply_override(data, item)
+    assert data["eval"]["use_captions"] is False and data["train"]["cpu"] is True
+    assert data["train"]["gradient_checkpointing"] is True and data["unknown"]["key"] is False
+
+
+@pytest.mark.parametrize(("key", "value", "instead"), [
+    ("every_n_steps", 10, "train.validation.every_n_steps"),
+    ("validation_dataset", "datasets/spitz-fur/heldout", "train.validation.path"),
+    ("validation_images", 4, "train.validation.num_images"),
+])
+def test_removed_eval_keys_say_what_to_write(tmp_path, key, value, instead):
+    file = tmp_path / "old.yaml"
+    file.write_text(f"eval:\n  {key}: {value}\n  prompt: fur\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    msg = str(info.value)
+    assert f"eval.{key} was removed; write {instead}" in msg and str(file) in msg
+    assert "unknown key" not in msg
+
+
+def test_eval_device_is_checked_in_the_config():
+    assert load_config(None).eval.device == "auto"
+    assert load_config(None, ["eval.device=cuda:1"]).eval.device == "cuda:1"
+    with pytest.raises(ConfigError, match="eval.device: String should match pattern"):
+        load_config(None, ["eval.device=gpu"])

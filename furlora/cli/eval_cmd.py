@@ -58,6 +58,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="run config YAML whose model: and eval: sections apply")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="config override, e.g. --set eval.passes='[{strength: 1.0, steps: 20}]' (repeatable)")
+    parser.add_argument("--device", default=None, help="where the model runs: auto (the CUDA GPU when present), cpu, "
+                        "cuda, cuda:N or mps (default: eval.device). UNet and text encoders in model.dtype, the VAE "
+                        "in model.vae_dtype, as in training")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -112,7 +115,8 @@ def _compare(args: argparse.Namespace) -> int:
             raise EvaluationError("--mask goes with --image; a --dataset brings its own masks")
         samples = args.dataset
     result = run_comparison(args.model or config.model.source, _loras(args.lora), samples, args.out, settings,
-                            data_settings=config.data, dtype=config.model.dtype,
+                            data_settings=config.data, dtype=config.model.dtype, vae_dtype=config.model.vae_dtype,
+                            device=args.device, prediction_type=config.train.prediction_type,
                             embeddings=_loras(args.embeddings), token_settings=config.tokens)
     for skipped in result.skipped:
         print(f"skipped {skipped}")
@@ -136,7 +140,8 @@ def _inpaint(args: argparse.Namespace) -> int:
     seed = args.seed if args.seed is not None else settings.seeds[0]
     result = inpaint_one(args.model or config.model.source, args.image, args.mask, args.out, prompt=args.prompt,
                          lora_files=_loras(args.lora), lora_scale=args.scale, seed=seed, settings=settings,
-                         dtype=config.model.dtype)
+                         dtype=config.model.dtype, vae_dtype=config.model.vae_dtype, device=args.device,
+                         prediction_type=config.train.prediction_type)
     if result.skipped:
         print(f"{result.skipped}; wrote the input unchanged to {Path(args.out)}")
     else:

@@ -142,6 +142,6 @@ def _comparison_summary(metrics_file: Path) -> dict[str, dict[str, float]]:
 
 def _comparison_report(config: Any, summary: dict[str, Any], output: Path) -> Path | None:
     """The with/without-LoRA comparison of the finished run (its index.html, or None)."""
-    from furlora.eval.report import demo_comparison
+    from furlora.eval.compare import demo_comparison
 
     return demo_comparison(config=config, summary=summary, output_dir=output / "comparison")

@@ -60,11 +60,14 @@ class ComparisonResult:
 
 
 def prepare_inpainter(model: Any, lora_files: list[Any], settings: EvalSettings, *, dtype: str = "fp32",
-                      device: str = "cpu", embedding_files: list[Any] | None = None) -> MultiPassInpainter:
+                      vae_dtype: str = "fp32", device: str | None = None, prediction_type: str = "auto",
+                      embedding_files: list[Any] | None = None) -> MultiPassInpainter:
     """An inpainter for ``model`` (a source string, SDXLComponents, pipeline or inpainter).
 
     With a source string, LoRA and embedding files are checked against the model's configs
-    before any weight loads.
+    before any weight loads, and the model loads on ``device`` (None: ``settings.device``) in
+    ``dtype`` with the VAE in ``vae_dtype``. ``prediction_type``: what the LoRA was trained to
+    predict (``train.prediction_type``; auto = the model's scheduler config).
     """
     if isinstance(model, MultiPassInpainter):
         return model
@@ -80,8 +83,9 @@ def prepare_inpainter(model: Any, lora_files: list[Any], settings: EvalSettings,
                 check_lora_files(lora_files, modules)
             if embedding_files:
                 check_embedding_files(embedding_files, embedding_widths(modules))
-        return MultiPassInpainter.from_pretrained(str(path), settings, dtype=dtype, device=device)
-    return MultiPassInpainter(model, settings)
+        return MultiPassInpainter.from_pretrained(str(path), settings, dtype=dtype, vae_dtype=vae_dtype,
+                                                  device=device, prediction_type=prediction_type)
+    return MultiPassInpainter(model, settings, prediction_type=prediction_type)
 
 
 def run_comparison(
@@ -93,7 +97,9 @@ def run_comparison(
     *,
     data_settings: Any = None,
     dtype: str = "fp32",
-    device: str = "cpu",
+    vae_dtype: str = "fp32",
+    device: str | None = None,
+    prediction_type: str = "auto",
     embeddings: list[str | os.PathLike[str]] | None = None,
     token_settings: Any = None,
 ) -> ComparisonResult:
@@ -106,15 +112,16 @@ def run_comparison(
     (``clip_l`` + ``clip_g``); each variant then also runs with the tokens in its prompt
     (variants ``token`` and ``<lora>@<scale>+token``). ``token_settings``: the run's ``tokens:``
     section, whose caption rule puts the tokens into prompts (default: in front). The tokens
-    stay loaded in a pipeline that was passed in. Returns the metrics and the paths written.
+    stay loaded in a pipeline that was passed in. ``dtype`` / ``vae_dtype`` / ``device`` /
+    ``prediction_type``: see :func:`prepare_inpainter`. Returns the metrics and the paths written.
     """
     settings = settings or EvalSettings()
     lora_files = list(lora_files or [])
     embedding_files = list(embeddings or [])
     sample_list = resolve_samples(samples, settings, data_settings)  # dataset problems before any weight
     inputs = [_load_sample(s, settings) for s in sample_list]
-    inpainter = prepare_inpainter(model, lora_files, settings, dtype=dtype, device=device,
-                                  embedding_files=embedding_files)
+    inpainter = prepare_inpainter(model, lora_files, settings, dtype=dtype, vae_dtype=vae_dtype, device=device,
+                                  prediction_type=prediction_type, embedding_files=embedding_files)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokens = load_embeddings(inpainter.pipeline, embedding_files) if embedding_files else []
@@ -239,14 +246,19 @@ def _safe(name: str) -> str:
 
 def inpaint_one(model: Any, image: Any, mask: Any, out: str | os.PathLike[str], *, prompt: str | None = None,
                 lora_files: list[Any] | None = None, lora_scale: float = 1.0, seed: int = 0,
-                settings: EvalSettings | None = None, dtype: str = "fp32", device: str = "cpu") -> InpaintResult:
-    """Inpaint one image (optionally with LoRA files at ``lora_scale``) and save the result to ``out`` (PNG)."""
+                settings: EvalSettings | None = None, dtype: str = "fp32", vae_dtype: str = "fp32",
+                device: str | None = None, prediction_type: str = "auto") -> InpaintResult:
+    """Inpaint one image (optionally with LoRA files at ``lora_scale``) and save the result to ``out`` (PNG).
+
+    ``dtype`` / ``vae_dtype`` / ``device`` / ``prediction_type``: see :func:`prepare_inpainter`.
+    """
     settings = settings or EvalSettings()
     target = Path(out)
     if target.suffix.lower() != ".png":
         raise EvaluationError(f"output {target}: furlora writes PNG (lossless, keeps 16-bit); use a .png name")
     as_array(image, "image")
-    inpainter = prepare_inpainter(model, list(lora_files or []), settings, dtype=dtype, device=device)
+    inpainter = prepare_inpainter(model, list(lora_files or []), settings, dtype=dtype, vae_dtype=vae_dtype,
+                                  device=device, prediction_type=prediction_type)
     loras = load_loras(inpainter.pipeline, list(lora_files or []))
     try:
         if loras:
@@ -257,3 +269,26 @@ def inpaint_one(model: Any, image: Any, mask: Any, out: str | os.PathLike[str], 
             unload_loras(inpainter.pipeline)
     save_png(target, result.image)
     return result
+
+def demo_comparison(config: Any, summary: dict[str, Any], output_dir: str | Path) -> Path | None:
+    """The with/without-LoRA comparison of a finished training run (``furlora demo`` calls this).
+
+    Uses the run's exported LoRA file (``summary["lora_files"]``, the diffusers one if present)
+    and its embedding files of learned tokens (``summary["embedding_files"]``: then the report
+    shows base / LoRA / token / LoRA + token, prompts built by the run's ``tokens:`` rule),
+    the held-out images (``train.validation.path``), the ``eval:`` settings (``eval.max_images``
+    images at most), and the run's model, precision (``model.dtype`` / ``model.vae_dtype``),
+    ``eval.device`` and ``train.prediction_type``. Returns the report's index.html, or None
+    without LoRA or images.
+    """
+    files = summary.get("lora_files") or {}
+    lora = files.get("diffusers") or files.get("kohya") or next(iter(files.values()), None)
+    dataset = config.train.validation.path
+    if lora is None or dataset is None:
+        return None
+    embeddings = list((summary.get("embedding_files") or {}).values())
+    result = run_comparison(config.model.source, [lora], dataset, Path(output_dir), config.eval,
+                            data_settings=config.data, dtype=config.model.dtype, vae_dtype=config.model.vae_dtype,
+                            prediction_type=config.train.prediction_type, embeddings=embeddings,
+                            token_settings=config.tokens)
+    return result.html

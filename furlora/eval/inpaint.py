@@ -96,7 +96,8 @@ class MultiPassInpainter:
     pipeline from :func:`~furlora.eval.refiner.load_refiner_pipeline` for passes with ``refiner``.
     """
 
-    def __init__(self, model: Any, settings: EvalSettings | None = None, *, refiner: Any = None) -> None:
+    def __init__(self, model: Any, settings: EvalSettings | None = None, *, refiner: Any = None,
+                 prediction_type: str = "auto") -> None:
         self.settings = settings or EvalSettings()
         self.pipeline = _as_inpaint_pipeline(model)
         self.refiner = refiner
@@ -104,21 +105,36 @@ class MultiPassInpainter:
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
                 keep_vae_fp32(pipe)
+        if prediction_type != "auto":
+            # A LoRA trained with a forced prediction type (train.prediction_type) is sampled with it.
+            scheduler = self.pipeline.scheduler
+            if scheduler.config.prediction_type != prediction_type:
+                scheduler.register_to_config(prediction_type=prediction_type)
 
     @classmethod
     def from_pretrained(
-        cls, source: str, settings: EvalSettings | None = None, *, dtype: str = "fp32", device: str = "cpu"
+        cls, source: str, settings: EvalSettings | None = None, *, dtype: str = "fp32", vae_dtype: str = "fp32",
+        device: str | None = None, prediction_type: str = "auto",
     ) -> MultiPassInpainter:
-        """Load the model (and ``settings.refiner``) and build an inpainter; folders are checked first."""
+        """Load the model (and ``settings.refiner``) and build an inpainter; folders are checked first.
+
+        ``device``: None = ``settings.device`` (auto: the GPU when present); the UNet and text
+        encoders in ``dtype``, the VAE in ``vae_dtype`` (the trainer's rules,
+        :func:`furlora.models.device.placement`).
+        """
         from furlora.eval.refiner import check_refiner_folder, load_refiner_pipeline
+        from furlora.models.device import placement
         from furlora.models.sdxl import load_sdxl
 
         settings = settings or EvalSettings()
+        where = placement(device or settings.device, dtype, vae_dtype,
+                          device_key="--device" if device else "eval.device")
         if settings.refiner:
             check_refiner_folder(settings.refiner)
-        components = load_sdxl(source, dtype=dtype, device=device)
-        refiner = load_refiner_pipeline(settings.refiner, components.dtype, device) if settings.refiner else None
-        return cls(components, settings, refiner=refiner)
+        components = load_sdxl(source, dtype=dtype, vae_dtype=vae_dtype, device=where.device)
+        refiner = (load_refiner_pipeline(settings.refiner, where.dtype, where.device, where.vae_dtype)
+                   if settings.refiner else None)
+        return cls(components, settings, refiner=refiner, prediction_type=prediction_type)
 
     @property
     def is_inpainting(self) -> bool:
@@ -252,12 +268,20 @@ class _Run:
         self._masked = {}
         latents = encode_latents(pipe, x0)
         keep = self.owner.settings.keep_pass_images or self.owner.settings.chaining == "pixel"
+        done = np.zeros((x0.shape[0] // factor, x0.shape[1] // factor), bool)  # cells repainted so far
         for n, i in enumerate(indices):
             p = self.passes[i]
             cells = cell_mask(region.to_work(region.cut(self.weights[i]), is_weight=True), factor)
             seed = pass_seed(p, self.seed, i)
-            out = self._denoise(pipe, p, latents, x0, cells, seed)
+            known = x0
+            if pipe.unet.config.in_channels == 9 and (done & ~cells).any():
+                # Cells repainted by earlier passes of the chain lie outside this pass's hole: the
+                # 9-channel UNet must see them as they are now, not as at the segment start.
+                repainted = expand_cells(done, factor)[..., None] > 0
+                known = np.where(repainted, decode_latents(pipe, latents), x0)
+            out = self._denoise(pipe, p, latents, x0, cells, seed, known=known)
             latents = torch.where(torch.from_numpy(cells)[None, None].to(latents.device), out.to(latents), latents)
+            done |= cells
             image = None
             if keep or n == len(indices) - 1:
                 generated = region.from_work(decode_latents(pipe, latents))
@@ -303,8 +327,12 @@ class _Run:
                                        result if keep else None))
         return result
 
-    def _denoise(self, pipe: Any, p: PassSettings, latents: Any, x0: np.ndarray, cells: np.ndarray, seed: int) -> Any:
-        """One diffusers pipeline call in latent space; returns latents [1, 4, h/8, w/8]."""
+    def _denoise(self, pipe: Any, p: PassSettings, latents: Any, x0: np.ndarray, cells: np.ndarray, seed: int,
+                 known: np.ndarray | None = None) -> Any:
+        """One diffusers pipeline call in latent space; returns latents [1, 4, h/8, w/8].
+
+        ``known``: the image the 9-channel UNet sees outside the hole (default ``x0``, the start image).
+        """
         import torch
 
         factor = pipe.vae_scale_factor
@@ -313,11 +341,15 @@ class _Run:
         if pipe.unet.config.in_channels == 9:
             # The 9-channel UNet sees the image with the hole at 0 in [-1, 1] (0.5 in [0, 1]);
             # passes with the same cells on the same start image share one VAE encode.
-            key = (id(pipe), cells.tobytes())
-            if key not in self._masked:
-                hole = mask_px[..., None]
-                self._masked[key] = encode_latents(pipe, x0 * (1.0 - hole) + 0.5 * hole)
-            kwargs["masked_image_latents"] = self._masked[key]
+            known = x0 if known is None else known
+            hole = mask_px[..., None]
+            if known is not x0:
+                kwargs["masked_image_latents"] = encode_latents(pipe, known * (1.0 - hole) + 0.5 * hole)
+            else:
+                key = (id(pipe), cells.tobytes())
+                if key not in self._masked:
+                    self._masked[key] = encode_latents(pipe, x0 * (1.0 - hole) + 0.5 * hole)
+                kwargs["masked_image_latents"] = self._masked[key]
         embeds = self._prompt_embeds(pipe, p)
         result = pipe(
             image=latents,

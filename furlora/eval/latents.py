@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from furlora.models.vae import vae_decode, vae_encode
+
 logger = logging.getLogger(__name__)
 
 
@@ -20,27 +22,12 @@ def encode_latents(pipe: Any, image: np.ndarray) -> Any:
 
     vae = pipe.vae
     x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(vae.device, vae.dtype) * 2.0 - 1.0
-    with torch.no_grad():
-        latents = vae.encode(x).latent_dist.mode()
-    return latents * vae.config.scaling_factor
+    return vae_encode(vae, x)
 
 
 def decode_latents(pipe: Any, latents: Any) -> np.ndarray:
     """float32 [H, W, 3] in [0, 1] from scaled latents [1, 4, h, w] (undoing mean/std like the pipeline)."""
-    import torch
-
-    vae = pipe.vae
-    latents = latents.to(vae.device, vae.dtype)
-    config = vae.config
-    if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
-        mean = torch.tensor(config.latents_mean).view(1, -1, 1, 1).to(latents)
-        std = torch.tensor(config.latents_std).view(1, -1, 1, 1).to(latents)
-        latents = latents * std / config.scaling_factor + mean
-    else:
-        latents = latents / config.scaling_factor
-    with torch.no_grad():
-        image = vae.decode(latents, return_dict=False)[0]
-    image = (image[0].float() / 2.0 + 0.5).clamp(0.0, 1.0)
+    image = vae_decode(pipe.vae, latents)[0] / 2.0 + 0.5
     return image.permute(1, 2, 0).cpu().numpy().astype(np.float32)
 
 

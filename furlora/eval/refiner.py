@@ -46,8 +46,12 @@ def check_refiner_folder(path: str | os.PathLike[str]) -> Path:
     return folder
 
 
-def load_refiner_pipeline(path: str | os.PathLike[str], dtype: Any = None, device: Any = "cpu") -> Any:
-    """A ``StableDiffusionXLInpaintPipeline`` on the refiner's components (no text encoder 1)."""
+def load_refiner_pipeline(path: str | os.PathLike[str], dtype: Any = None, device: Any = "cpu",
+                          vae_dtype: Any = None) -> Any:
+    """A ``StableDiffusionXLInpaintPipeline`` on the refiner's components (no text encoder 1).
+
+    ``dtype``: UNet and text encoder 2; ``vae_dtype``: the VAE (fp32 unless given), as for the base model.
+    """
     import torch
     from diffusers import AutoencoderKL, StableDiffusionXLInpaintPipeline, UNet2DConditionModel
     from transformers import CLIPTextModelWithProjection, CLIPTokenizer
@@ -57,9 +61,12 @@ def load_refiner_pipeline(path: str | os.PathLike[str], dtype: Any = None, devic
     folder = check_refiner_folder(path)
     dtype = dtype or torch.float32
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, use_safetensors=True)
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=torch.float32, use_safetensors=True)
-        te2 = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", dtype=dtype, use_safetensors=True)
+        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype, use_safetensors=True,
+                                                    variant=_variant(folder / "unet", "diffusion_pytorch_model"))
+        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=vae_dtype or torch.float32,
+                                            use_safetensors=True, variant=_variant(folder / "vae", "diffusion_pytorch_model"))
+        te2 = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", dtype=dtype, use_safetensors=True,
+                                                          variant=_variant(folder / "text_encoder_2", "model"))
         tok2 = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
         config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8"))
         scheduler = getattr(diffusers, str(config.get("_class_name")), diffusers.EulerDiscreteScheduler).from_config(config)
@@ -72,3 +79,9 @@ def load_refiner_pipeline(path: str | os.PathLike[str], dtype: Any = None, devic
         vae=vae, text_encoder=None, text_encoder_2=te2, tokenizer=None, tokenizer_2=tok2, unet=unet,
         scheduler=scheduler, requires_aesthetics_score=True, force_zeros_for_empty_prompt=False,
     )
+
+
+def _variant(component: Path, stem: str) -> str | None:
+    """"fp16" when the component holds only the fp16 weight set (``<stem>.fp16.safetensors``), else None."""
+    plain = (component / f"{stem}.safetensors").is_file() or (component / f"{stem}.safetensors.index.json").is_file()
+    return None if plain or not list(component.glob(f"{stem}*.fp16*.safetensors*")) else "fp16"

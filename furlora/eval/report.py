@@ -145,31 +145,3 @@ def grid_caption(metrics: dict[str, Any]) -> list[str]:
 
     return [f"PSNR {f('psnr', '.1f')}  SSIM {f('ssim', '.2f')}",
             f"seam {f('seam_error', '.2f')}  detail {f('detail_ratio', '.2f')}"]
-
-
-def demo_comparison(config: Any, summary: dict[str, Any], output_dir: str | Path) -> Path | None:
-    """The with/without-LoRA comparison of a finished training run (``furlora demo`` calls this).
-
-    Uses the run's exported LoRA file (``summary["lora_files"]``, the diffusers one if present)
-    and its embedding files of learned tokens (``summary["embedding_files"]``: then the report
-    shows base / LoRA / token / LoRA + token, prompts built by the run's ``tokens:`` rule),
-    the held-out images (``train.validation.path``, else ``eval.validation_dataset``), the
-    ``eval:`` settings (at most ``eval.validation_images`` images unless ``eval.max_images`` is
-    set) and the run's model. Returns the report's index.html, or None without LoRA or images.
-    """
-    from furlora.eval.compare import run_comparison
-
-    files = summary.get("lora_files") or {}
-    lora = files.get("diffusers") or files.get("kohya") or next(iter(files.values()), None)
-    validation = getattr(getattr(config, "train", None), "validation", None)
-    dataset = getattr(validation, "path", None) or config.eval.validation_dataset
-    if lora is None or dataset is None:
-        return None
-    settings = config.eval
-    if settings.max_images is None:
-        settings = settings.model_copy(update={"max_images": settings.validation_images})
-    embeddings = list((summary.get("embedding_files") or {}).values())
-    result = run_comparison(config.model.source, [lora], dataset, Path(output_dir), settings,
-                            data_settings=config.data, dtype=config.model.dtype, embeddings=embeddings,
-                            token_settings=getattr(config, "tokens", None))
-    return result.html

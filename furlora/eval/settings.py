@@ -1,5 +1,7 @@
-"""Settings of the ``eval:`` section: inpainting passes, LoRA comparison variants, metrics, report,
-and the validation images rendered during training."""
+"""Settings of the ``eval:`` section: inpainting passes, LoRA comparison variants, metrics, report.
+
+What is rendered during training (held-out folder, how often, how many images) is set in
+``train.validation``; the passes those images use come from here."""
 
 from __future__ import annotations
 
@@ -140,9 +142,16 @@ class ReportSettings(Settings):
 
 
 class EvalSettings(Settings):
-    """Multi-pass inpainting evaluation, LoRA comparisons and training-time validation images."""
+    """Multi-pass inpainting evaluation and LoRA comparisons."""
 
-    every_n_steps: int = Field(0, ge=0, description="Validate every N steps (0 = only at the end).")
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description=(
+            "Where compare / inpaint / the demo's comparison run: auto (the CUDA GPU when present, like "
+            "the trainer), cpu, cuda, cuda:N or mps. Weights in model.dtype, the VAE in model.vae_dtype."
+        ),
+    )
     passes: list[PassSettings] = Field(
         default_factory=default_passes,
         min_length=1,
@@ -216,14 +225,6 @@ class EvalSettings(Settings):
     progress: bool = Field(True, description="Show a progress bar over images, variants and passes.")
     metrics: MetricSettings = Field(default_factory=MetricSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
-    validation_dataset: str | None = Field(
-        None,
-        description=(
-            "Dataset folder of the images rendered during training (e.g. datasets/spitz-fur/heldout). "
-            "None: no validation images."
-        ),
-    )
-    validation_images: int = Field(2, ge=1, le=64, description="How many validation images to render each time.")
 
     @model_validator(mode="after")
     def _check(self) -> EvalSettings:

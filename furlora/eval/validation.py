@@ -1,5 +1,5 @@
 """Validation images during training: a callback that inpaints held-out images with the LoRA as it
-is being trained and writes a grid and metrics, every ``eval.every_n_steps`` steps.
+is being trained and writes a grid and metrics, every ``train.validation.every_n_steps`` steps.
 
 The trainer never imports this module; a recipe or the CLI passes an instance in the trainer's
 ``callbacks`` (called as ``callback(trainer)`` after every optimizer step). It reads
@@ -25,6 +25,7 @@ from furlora.eval.metrics import compute_metrics
 from furlora.eval.report import grid_caption
 from furlora.eval.samples import EvalSample, samples_from_dataset
 from furlora.eval.settings import EvalSettings
+from furlora.train.settings import ValidationSettings
 
 logger = logging.getLogger(__name__)
 
@@ -32,26 +33,31 @@ logger = logging.getLogger(__name__)
 class ValidationImages:
     """Trainer callback rendering validation inpaintings (see the module docstring).
 
-    ``samples``: explicit samples, else the first ``eval.validation_images`` images of
-    ``eval.validation_dataset`` (loaded once, here, so a bad folder fails before training).
+    ``settings``: the ``eval:`` section (passes, seeds, metrics, report look). ``validation``:
+    the run's ``train.validation`` section: which held-out folder (``path``), how often
+    (``every_n_steps``) and how many images (``num_images``). ``samples``: explicit samples
+    instead of ``validation.path`` (loaded once, here, so a bad folder fails before training).
     ``out_dir``: where PNG / JSON go (default ``<trainer.output_dir>/validation``).
     """
 
-    def __init__(self, settings: EvalSettings, samples: list[EvalSample] | None = None,
-                 out_dir: str | os.PathLike[str] | None = None, data_settings: Any = None) -> None:
+    def __init__(self, settings: EvalSettings, validation: ValidationSettings | None = None,
+                 samples: list[EvalSample] | None = None, out_dir: str | os.PathLike[str] | None = None,
+                 data_settings: Any = None) -> None:
         self.settings = settings.model_copy(update={"progress": False})
+        self.validation = validation or ValidationSettings()
+        count = self.validation.num_images
         if samples is None:
-            if not settings.validation_dataset:
-                raise EvaluationError("eval.validation_dataset is not set: no validation images to render")
-            chosen = settings.model_copy(update={"max_images": settings.validation_images})
-            samples = samples_from_dataset(settings.validation_dataset, chosen, data_settings)
-        self.samples = list(samples)[: settings.validation_images]
+            if not self.validation.path:
+                raise EvaluationError("train.validation.path is not set: no validation images to render")
+            chosen = settings.model_copy(update={"max_images": count})
+            samples = samples_from_dataset(self.validation.path, chosen, data_settings)
+        self.samples = list(samples)[:count]
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self._base: dict[str, Any] = {}  # sample key -> base-model result (rendered once)
         self.history: list[dict[str, Any]] = []
 
     def __call__(self, trainer: Any) -> None:
-        every = self.settings.every_n_steps
+        every = self.validation.every_n_steps
         step = int(trainer.global_step)
         if every <= 0 or step % every or not getattr(trainer, "is_main", True):
             return

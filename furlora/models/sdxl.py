@@ -18,12 +18,11 @@ from typing import Any
 import torch
 
 from furlora.errors import ModelLoadError, format_problems
+from furlora.models.device import DTYPES  # re-exported here: the precision names live in models/device.py
 from furlora.models.pretrained import PRETRAINED_MODELS, pretrained_model_path
 from furlora.models.tiny import TINY_MODELS, ensure_tiny_model
 
 logger = logging.getLogger(__name__)
-
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 #: Components a diffusers SDXL folder must have: name -> (config file, weight file stem).
 REQUIRED_COMPONENTS: dict[str, tuple[str, str | None]] = {
@@ -70,8 +69,14 @@ class SDXLComponents:
 
 # ----------------------------------------------------------------------------- resolving
 
-def resolve_model_path(source: str | os.PathLike[str], revision: str | None = None) -> Path:
-    """Turn a tiny-model name, a folder, or a cached hub id into a local folder path."""
+def resolve_model_path(source: str | os.PathLike[str], revision: str | None = None, *,
+                       dtype: str = "fp32", variant: str | None = None) -> Path:
+    """Turn a tiny-model name, a folder, or a cached hub id into a local folder path.
+
+    A hub id missing from the cache is downloaded (unless HF_HUB_OFFLINE), one weight set only:
+    the fp16 variant when ``variant`` is fp16, or when ``variant`` is None and ``dtype`` is
+    fp16 / bf16 and the repository has it; else the fp32 files (see :func:`hub_download_patterns`).
+    """
     text = str(source)
     if text in TINY_MODELS:
         return ensure_tiny_model(text)
@@ -93,10 +98,38 @@ def resolve_model_path(source: str | os.PathLike[str], revision: str | None = No
             f"model folder {path} does not exist. Give a diffusers-format SDXL folder, a hub id that is "
             f"in the local cache, or an embedded model: {', '.join([*TINY_MODELS, *PRETRAINED_MODELS])}."
         )
-    return _hub_snapshot(text, revision)
+    return _hub_snapshot(text, revision, want_fp16=variant == "fp16" or (variant is None and dtype in ("fp16", "bf16")))
 
 
-def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
+def hub_download_patterns(files: list[str], want_fp16: bool) -> list[str]:
+    """The files of a diffusers SDXL repository to download: configs, tokenizers and ONE weight set.
+
+    Per component folder: its ``*.fp16.safetensors`` files (and their shard index) when
+    ``want_fp16`` and the folder has them, else its plain ``*.safetensors`` files. A hub repo
+    usually holds both sets; fetching both would triple the bytes (and a second index file would
+    point the loader at shards that were never fetched).
+    """
+    chosen = [f for f in files if f == "model_index.json"]
+    folders = sorted({f.split("/", 1)[0] for f in files if f.count("/") == 1})
+    for folder in folders:
+        inside = [f for f in files if f.startswith(folder + "/") and f.count("/") == 1]
+        half = [f for f in inside if _is_weight_file(f) and ".fp16." in f]
+        full = [f for f in inside if _is_weight_file(f) and ".fp16." not in f]
+        weights = half if want_fp16 and any(f.endswith(".safetensors") for f in half) else full
+        if not any(f.endswith(".safetensors") for f in weights):
+            weights = half  # only the fp16 set exists: take it rather than nothing
+        chosen += [f for f in inside if f.endswith((".json", ".txt")) and not _is_weight_file(f)]
+        chosen += weights
+    return chosen
+
+
+def _is_weight_file(name: str) -> bool:
+    """A safetensors weight file or its shard index (``*.safetensors``, ``*.safetensors.index[.fp16].json``)."""
+    base = name.rsplit("/", 1)[-1]
+    return base.endswith(".safetensors") or ".safetensors.index" in base
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, want_fp16: bool = False) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -114,6 +147,9 @@ def _hub_snapshot(repo_id: str, revision: str | None) -> Path:
     except Exception as exc:  # invalid repo id format and friends
         raise ModelLoadError(f"model {repo_id!r}: {exc}") from None
     try:
+        from huggingface_hub import list_repo_files
+
+        patterns = hub_download_patterns(list_repo_files(repo_id, revision=revision), want_fp16)
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
     except Exception as exc:
         raise ModelLoadError(
@@ -259,7 +295,7 @@ def load_sdxl(
     for key, value in (("model.dtype", dtype), ("model.vae_dtype", vae_dtype)):
         if value not in DTYPES:
             raise ModelLoadError(f"{key} {value!r} is not one of {', '.join(DTYPES)}")
-    path = resolve_model_path(source, revision)
+    path = resolve_model_path(source, revision, dtype=dtype, variant=variant)
     info = inspect_model_folder(path, variant)
     var = info["variant"]
     torch_dtype, vae_torch_dtype = DTYPES[dtype], DTYPES[vae_dtype]

@@ -3,7 +3,8 @@
 Each row is one held-out sample (as drawn in epoch 0): the image, its inpainting hole (grey),
 the base model's inpainting and the LoRA's (generated pixels inside the hole only), with the same seed, so the grid shows what the
 adapter changed. Uses diffusers' ``StableDiffusionXLInpaintPipeline`` on the training
-components (it also runs a 4-channel base UNet, by blending latents).
+components (it also runs a 4-channel base UNet, by blending latents), fed with latents that
+furlora encodes itself so the VAE keeps its dtype (:mod:`furlora.models.vae`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,9 @@ import numpy as np
 import torch
 
 from furlora.data.preview import to_uint8
+from furlora.models.vae import vae_decode, vae_encode
 
 logger = logging.getLogger(__name__)
-
-
-def _floatto_uint8(image: np.ndarray) -> np.ndarray:
-    """float [H, W, 3] in [0, 1] -> uint8."""
-    return (np.clip(image, 0.0, 1.0) * 255).round().astype(np.uint8)
 
 
 def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
@@ -64,33 +61,43 @@ def write_sample_grid(
     pipe = StableDiffusionXLInpaintPipeline(**components.pipeline_components())
     pipe.set_progress_bar_config(disable=True)
     unet = components.unet
+    vae = components.vae
+    nine_channels = unet.config.in_channels == 9
     was_training = unet.training
     unet.eval()
     rows = []
     try:
         for index in range(min(num_images, len(dataset))):
             sample = dataset.sample(index, 0) if hasattr(dataset, "sample") else dataset[index]
+            pixels = sample["pixel_values"][None]
+            hole_t = (sample["inpaint_mask"][None] > 0.5).float()
             image = to_uint8(sample["pixel_values"])
-            hole = sample["inpaint_mask"][0].cpu().numpy() > 0.5
+            hole = hole_t[0, 0].cpu().numpy() > 0.5
             shown = image.copy()
             shown[hole] = 128
             height, width = image.shape[:2]
-            kwargs = dict(
+            # Latents in, latents out: the pipeline never touches the VAE (its own encode casts
+            # an fp32 VAE to the prompt dtype for good). The masked image is built as in
+            # training: the hole at 0 in [-1, 1].
+            kwargs: dict[str, Any] = dict(
                 prompt=(prompt_transform or str)(sample.get("caption", "")),
-                image=Image.fromarray(image),
-                mask_image=Image.fromarray((hole * 255).astype(np.uint8)),
+                image=vae_encode(vae, pixels),
+                mask_image=hole_t,
                 height=height,
                 width=width,
                 num_inference_steps=steps,
                 strength=1.0,
-                output_type="np",
+                output_type="latent",
             )
+            if nine_channels:
+                kwargs["masked_image_latents"] = vae_encode(vae, pixels * (1.0 - hole_t))
             with disabled():
-                base = pipe(generator=torch.Generator("cpu").manual_seed(seed + index), **kwargs).images[0]
-            lora = pipe(generator=torch.Generator("cpu").manual_seed(seed + index), **kwargs).images[0]
+                base = pipe(generator=torch.Generator("cpu").manual_seed(seed + index), **kwargs).images
+            lora = pipe(generator=torch.Generator("cpu").manual_seed(seed + index), **kwargs).images
             # Show the generated pixels inside the hole only, as an inpainting result is used.
             keep = hole[..., None]
-            rows.append([image, shown, np.where(keep, _floatto_uint8(base), image), np.where(keep, _floatto_uint8(lora), image)])
+            rows.append([image, shown, np.where(keep, to_uint8(vae_decode(vae, base)[0]), image),
+                         np.where(keep, to_uint8(vae_decode(vae, lora)[0]), image)])
     finally:
         unet.train(was_training)
     path = Path(path)

@@ -16,6 +16,7 @@ import torch
 
 from furlora.config import RunConfig
 from furlora.errors import ConfigError, TrainingError, format_problems
+from furlora.models.device import pick_device
 from furlora.tokens import check_before_loading
 from furlora.train.settings import TrainSettings
 from furlora.train.step import resolve_objective
@@ -51,8 +52,9 @@ def build_accelerator(config: RunConfig) -> Any:
 
     output = Path(config.output_dir)
     project = ProjectConfiguration(project_dir=str(output), logging_dir=str(under(output, config.train.log.dir)))
+    # The same device rule as evaluation (furlora.models.device): the GPU when present unless train.cpu.
     return Accelerator(
-        cpu=config.train.cpu,
+        cpu=pick_device("auto", cpu_only=config.train.cpu, key="train.cpu").type == "cpu",
         log_with="tensorboard" if config.train.log.tensorboard else None,
         project_config=project,
     )
@@ -75,7 +77,7 @@ def preflight(config: RunConfig, dataset: Any | None = None, val_dataset: Any | 
 
     train = config.train
     problems: list[str] = []
-    if train.mixed_precision == "fp16" and (train.cpu or not torch.cuda.is_available()):
+    if train.mixed_precision == "fp16" and pick_device("auto", cpu_only=train.cpu).type != "cuda":
         problems.append("train.mixed_precision: fp16 needs a CUDA GPU; use bf16 (or no) on the CPU")
     if train.optimizer == "adamw8bit":
         try:
@@ -84,7 +86,8 @@ def preflight(config: RunConfig, dataset: Any | None = None, val_dataset: Any | 
             problems.append("train.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes), or use adamw")
     if problems:
         raise ConfigError(format_problems("invalid training settings", problems))
-    model_path = resolve_model_path(config.model.source, config.model.revision)
+    model_path = resolve_model_path(config.model.source, config.model.revision, dtype=config.model.dtype,
+                                    variant=config.model.variant)
     info = inspect_model_folder(model_path, config.model.variant)
     # Learned tokens against the model's tokenizers (known token, bad initialiser word, init file
     # of another model): tokenizers and configs only, no weights.

@@ -30,6 +30,7 @@ import torch
 
 from furlora.config import RunConfig
 from furlora.errors import CheckpointError
+from furlora.models.device import autocast_dtype
 from furlora.tokens import prepare_tokens
 from furlora.train.checkpoint import CheckpointState, CheckpointWriter, clean_stale, latest_complete_name
 from furlora.train.distributed import average_gradients, mean_over_processes
@@ -119,8 +120,10 @@ class Trainer:
         self.text_trainable = any(name in self.trained for name in TEXT_ENCODERS)
         self.noise_scheduler = self.components.noise_scheduler
         self.prediction_type = resolve_prediction_type(self.settings.prediction_type, self.noise_scheduler)
-        if self.prediction_type != self.noise_scheduler.config.prediction_type:
-            self.noise_scheduler.register_to_config(prediction_type=self.prediction_type)
+        # The inference scheduler too: sample grids must denoise with what the LoRA learns.
+        for scheduler in (self.noise_scheduler, self.components.scheduler):
+            if self.prediction_type != scheduler.config.prediction_type:
+                scheduler.register_to_config(prediction_type=self.prediction_type)
         self.encoder = BatchEncoder(
             self.components,
             self.device,
@@ -182,7 +185,7 @@ class Trainer:
         mode = self.settings.mixed_precision
         if mode == "no":
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if mode == "bf16" else torch.float16)
+        return torch.autocast(device_type=self.device.type, dtype=autocast_dtype(mode))
 
     # ------------------------------------------------------------------ data
     def _ensure_phase(self) -> None:

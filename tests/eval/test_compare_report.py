@@ -128,7 +128,7 @@ def test_cli_bad_input_is_one_clear_line(tmp_path, tiny_sdxl, capsys, extra, exp
 
 def test_demo_comparison_uses_the_runs_lora_and_heldout_images(tiny_sdxl, lora_files, tmp_path):
     from furlora.config import validate_config
-    from furlora.eval.report import demo_comparison
+    from furlora.eval.compare import demo_comparison
 
     data = tmp_path / "heldout"
     write_sample(data, "dog_a", 0, {"face": (10, 10, 40, 40)})

@@ -12,6 +12,7 @@ from eval_helpers import box_mask, fast_settings, textured_image
 from furlora.errors import EvaluationError
 from furlora.eval.samples import EvalSample
 from furlora.eval.validation import ValidationImages
+from furlora.train.settings import ValidationSettings
 
 
 def test_callback_renders_every_n_steps_with_and_without_the_lora(tiny_sdxl_inpaint, tmp_path):
@@ -28,7 +29,7 @@ def test_callback_renders_every_n_steps_with_and_without_the_lora(tiny_sdxl_inpa
                 param.normal_(0, 0.5, generator=torch.Generator().manual_seed(0))
     components.unet.train()
     sample = EvalSample("dog", textured_image(64, 64), box_mask(64, 64, 16, 16, 48, 48), "white fur")
-    callback = ValidationImages(fast_settings(every_n_steps=2), samples=[sample], out_dir=tmp_path)
+    callback = ValidationImages(fast_settings(), ValidationSettings(every_n_steps=2), samples=[sample], out_dir=tmp_path)
     trainer = SimpleNamespace(components=components, global_step=1, output_dir=tmp_path, manager=manager, is_main=True)
     callback(trainer)
     assert not list(tmp_path.iterdir())  # step 1: not a validation step
@@ -50,5 +51,5 @@ def test_callback_renders_every_n_steps_with_and_without_the_lora(tiny_sdxl_inpa
 
 
 def test_validation_needs_images():
-    with pytest.raises(EvaluationError, match="eval.validation_dataset is not set"):
+    with pytest.raises(EvaluationError, match="train.validation.path is not set"):
         ValidationImages(fast_settings())

@@ -62,7 +62,7 @@ def test_bad_input_fails_before_weights_with_exit_2(tmp_path: Path, capsys: pyte
 def test_demo_writes_lora_files_summary_and_both_losses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sets = ["train.max_steps=3", "train.lr_warmup_steps=0", "train.validation.max_samples=1",
             "train.validation.num_images=1", "train.validation.image_steps=1",
-            "eval.validation_images=1", "eval.passes=[{steps: 1}]", *FAST]
+            "eval.max_images=1", "eval.passes=[{steps: 1}]", *FAST]
     assert main(["demo", "--output", str(tmp_path), *sum((["--set", s] for s in sets), [])]) == 0
     out = capsys.readouterr().out
     assert "masked validation loss: LoRA" in out and "base model" in out
