@@ -184,14 +184,14 @@ class _Prompts:
 
 def _run_all(inpainter: MultiPassInpainter, samples: list[EvalSample], inputs: list[tuple[np.ndarray, Any]],
              variants: list[Variant], settings: EvalSettings, out: Path, prompts: _Prompts) -> tuple[Any, ...]:
-    from tqdm.auto import tqdm
+    from furlora.progress import progress_bar
 
     rows: list[dict[str, Any]] = []
     grids: list[tuple[str, Path]] = []
     outputs: dict[tuple[str, int, str], Path] = {}
     skipped: list[str] = []
     total = len(samples) * len(settings.seeds) * len(variants) * len(settings.passes)
-    with tqdm(total=total, desc="compare", unit="pass", disable=not settings.progress) as bar:
+    with progress_bar(total, "compare", "pass", disable=not settings.progress) as bar:
         for sample, (image, mask) in zip(samples, inputs):
             for seed in settings.seeds:
                 results: list[tuple[str, InpaintResult, dict[str, float]]] = []
@@ -269,6 +269,7 @@ def inpaint_one(model: Any, image: Any, mask: Any, out: str | os.PathLike[str], 
             unload_loras(inpainter.pipeline)
     save_png(target, result.image)
     return result
+
 
 def demo_comparison(config: Any, summary: dict[str, Any], output_dir: str | Path) -> Path | None:
     """The with/without-LoRA comparison of a finished training run (``furlora demo`` calls this).
