@@ -25,6 +25,7 @@ import torch
 
 from furlora.atomic import publish_file
 from furlora.errors import LoraFormatError
+from furlora.models.pooling import pool_at_first_eos
 
 CLIP_L = "clip_l"
 CLIP_G = "clip_g"
@@ -170,9 +171,11 @@ def load_into_pipeline(pipeline: Any, path: str | os.PathLike[str], token: str |
     """Load an SDXL embedding file into a diffusers SDXL pipeline (both encoders), diffusers' way.
 
     Two ``load_textual_inversion`` calls: ``clip_l`` into ``text_encoder``/``tokenizer`` and
-    ``clip_g`` into ``text_encoder_2``/``tokenizer_2``. ``token``: the prompt word (default: the
-    name stored in the file, else the file stem). Returns the token strings added (a name with N
-    vectors adds ``name, name_1, ... name_{N-1}``; prompts write only ``name``).
+    ``clip_g`` into ``text_encoder_2``/``tokenizer_2``; then both encoders pool at the first
+    end-of-text token (:func:`furlora.models.pooling.pool_at_first_eos`), as in training.
+    ``token``: the prompt word (default: the name stored in the file, else the file stem).
+    Returns the token strings added (a name with N vectors adds ``name, name_1, ...
+    name_{N-1}``; prompts write only ``name``).
     """
     widths = {
         "text_encoder": pipeline.text_encoder.get_input_embeddings().weight.shape[1],
@@ -186,4 +189,7 @@ def load_into_pipeline(pipeline: Any, path: str | os.PathLike[str], token: str |
     pipeline.load_textual_inversion(
         data.clip_g, token=name, text_encoder=pipeline.text_encoder_2, tokenizer=pipeline.tokenizer_2
     )
+    # Pool at the first end token as training did, not at the new (highest) token id.
+    pool_at_first_eos(pipeline.text_encoder, pipeline.tokenizer)
+    pool_at_first_eos(pipeline.text_encoder_2, pipeline.tokenizer_2)
     return [name] + [f"{name}_{i}" for i in range(1, data.num_vectors)]
