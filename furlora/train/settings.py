@@ -180,7 +180,8 @@ class TrainSettings(Settings):
         "no",
         description=(
             "Autocast precision of forward passes. LoRA weights stay fp32; fp16 uses a gradient scaler. "
-            "The VAE always runs in model.vae_dtype (fp32 by default)."
+            "The VAE always runs in model.vae_dtype (fp32 by default). Left unset with model.dtype bf16 / "
+            "fp16 it follows model.dtype (frozen half weights need autocast); an explicit 'no' with them is an error."
         ),
     )
     gradient_checkpointing: bool = Field(False, description="Recompute UNet activations in backward (less memory, ~30% slower).")
