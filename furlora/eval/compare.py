@@ -271,25 +271,32 @@ def inpaint_one(model: Any, image: Any, mask: Any, out: str | os.PathLike[str], 
     return result
 
 
-def demo_comparison(config: Any, summary: dict[str, Any], output_dir: str | Path) -> Path | None:
+def demo_comparison(config: Any, summary: Any, output_dir: str | Path) -> Path | None:
     """The with/without-LoRA comparison of a finished training run (``furlora demo`` calls this).
 
-    Uses the run's exported LoRA file (``summary["lora_files"]``, the diffusers one if present)
-    and its embedding files of learned tokens (``summary["embedding_files"]``: then the report
+    ``summary``: the run summary (its ``lora_files`` and ``embedding_files``, as attributes or
+    dict keys). Uses the run's exported LoRA file (the diffusers one if present)
+    and its embedding files of learned tokens (then the report
     shows base / LoRA / token / LoRA + token, prompts built by the run's ``tokens:`` rule),
     the held-out images (``train.validation.path``), the ``eval:`` settings (``eval.max_images``
     images at most), and the run's model, precision (``model.dtype`` / ``model.vae_dtype``),
     ``eval.device`` and ``train.prediction_type``. Returns the report's index.html, or None
     without LoRA or images.
     """
-    files = summary.get("lora_files") or {}
+    files = _summary_field(summary, "lora_files")
     lora = files.get("diffusers") or files.get("kohya") or next(iter(files.values()), None)
     dataset = config.train.validation.path
     if lora is None or dataset is None:
         return None
-    embeddings = list((summary.get("embedding_files") or {}).values())
+    embeddings = list(_summary_field(summary, "embedding_files").values())
     result = run_comparison(config.model.source, [lora], dataset, Path(output_dir), config.eval,
                             data_settings=config.data, dtype=config.model.dtype, vae_dtype=config.model.vae_dtype,
                             prediction_type=config.train.prediction_type, embeddings=embeddings,
                             token_settings=config.tokens)
     return result.html
+
+
+def _summary_field(summary: Any, name: str) -> dict[str, str]:
+    """``name`` of a run summary: a typed summary's attribute or a plain dict's key (JSON read back)."""
+    value = summary.get(name) if isinstance(summary, dict) else getattr(summary, name, None)
+    return dict(value or {})

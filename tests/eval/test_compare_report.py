@@ -138,6 +138,9 @@ def test_demo_comparison_uses_the_runs_lora_and_heldout_images(tiny_sdxl, lora_f
         "eval": {"passes": [{"strength": 1.0, "steps": 2}], "progress": False},
     })
     assert demo_comparison(config, {"lora_files": {}}, tmp_path / "none") is None
+    from types import SimpleNamespace  # a typed run summary: attributes instead of keys
+
+    assert demo_comparison(config, SimpleNamespace(lora_files={}, embedding_files={}), tmp_path / "none") is None
     page = demo_comparison(config, {"lora_files": {"diffusers": str(lora_files["diffusers"])}}, tmp_path / "cmp")
     assert page.name == "index.html" and "fur_diffusers@1" in page.read_text()
     assert (tmp_path / "cmp" / "grids" / "dog_a_s0.png").is_file()
