@@ -43,6 +43,10 @@ class TrainingError(FurloraError, RuntimeError):
     """Training cannot continue (non-finite losses, out of memory, full disk ...)."""
 
 
+class RunLockedError(FurloraError, RuntimeError):
+    """Another live process holds the run folder's lock (its PID, host and start time are named)."""
+
+
 class EvaluationError(FurloraError, ValueError):
     """An inpainting / comparison request is invalid (image and mask sizes, LoRA files ...)."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Train a LoRA. Checkpoints are written atomically every train.checkpoint.every_n_steps; after a "
             "crash or kill, run the same command again to continue exactly where it stopped."
         ),
+    )
+    train.epilog = (
+        "Stopping: the first Ctrl-C or SIGTERM finishes the current step, writes a checkpoint and exits with 130 / "
+        "143 (a second one exits at once); train.max_wall_time stops with a checkpoint before a time limit and exits "
+        "with 75. Run the same command again to continue. One run per output_dir: a second one stops at once "
+        "naming the process that holds the folder."
     )
     train.add_argument("config", help="YAML run config (see configs/)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -56,18 +64,47 @@ def _check_resume(value: str) -> str:
     return value
 
 
-def _run(config: Any, resume: str) -> dict[str, Any]:
+def _run(config: Any, resume: str, again: str) -> tuple[dict[str, Any], int]:
+    """Train; returns the summary and the exit status (0, or 143 / 130 / 75 for a stop before max_steps).
+
+    ``again``: the command that continues this run, printed when it stops early.
+    """
     from furlora.train.trainer import Trainer
 
     trainer = Trainer(config, resume=resume)
     summary = trainer.fit()
     if trainer.is_main:
-        _print_summary(summary, trainer.output_dir)
-    return summary
+        if trainer.ended is not None:
+            _print_stopped(summary, again)
+        else:
+            _print_summary(summary, trainer.output_dir)
+        sys.stdout.flush()  # under a launcher, a sibling process ending may get this one killed next
+    return summary, trainer.ended.exit_status if trainer.ended is not None else 0
+
+
+def _print_stopped(summary: dict[str, Any], again: str) -> None:
+    why = {"signal": f"stopped by {summary['stop_signal']}", "time_budget": "stopped by train.max_wall_time"}
+    print(f"{why.get(summary['ended'], summary['ended'])}: {summary['name']!r} at step "
+          f"{summary['global_step']}/{summary['max_steps']} (not exported: the run is not finished)")
+    print(f"  checkpoint: {summary['checkpoint']} in {summary['checkpoint_dir']}")
+    processes = summary["processes"]
+    if processes > 1:
+        launcher = f"torchrun --nproc_per_node {processes} -m furlora.cli.main {again[len('furlora '):]}"
+        print(f"  resume: run the same launcher command again, e.g. {launcher}")
+    else:
+        print(f"  resume: {again}")
+
+
+def _again(command: str, target: str, overrides: list[str], *extra: str) -> str:
+    """The command line that continues a stopped run (``--resume auto``, the default, picks its checkpoint)."""
+    parts = ["furlora", command, *([target] if target else []), *extra]
+    for item in overrides:
+        parts += ["--set", item]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
-    print(f"trained {summary['name']!r}: step {summary['global_step']}/{summary['max_steps']}"
+    print(f"trained {summary['name']!r}: step {summary['global_step']}/{summary['max_steps']}, completed"
           f" ({summary['objective']} objective, {summary['skipped_steps']} skipped steps)")
     if summary.get("resumed_from"):
         print(f"  resumed from {summary['resumed_from']}")
@@ -90,8 +127,8 @@ def _train(args: argparse.Namespace) -> int:
     from furlora.config import load_config
 
     config = load_config(args.config, args.overrides)
-    _run(config, _check_resume(args.resume))
-    return 0
+    _, status = _run(config, _check_resume(args.resume), _again("train", args.config, args.overrides))
+    return status
 
 
 def demo_config_path() -> Path:
@@ -109,10 +146,20 @@ def demo_config_path() -> Path:
 
 def _demo(args: argparse.Namespace) -> int:
     from furlora.config import load_config
+    from furlora.run_lock import hold_run_folder
 
     started = time.perf_counter()
     config = load_config(demo_config_path(), [f"output_dir={args.output}", *args.overrides])
-    summary = _run(config, _check_resume(args.resume))
+    # Training, the comparison and the demo summary all write into one folder: one demo per folder.
+    with hold_run_folder(config.output_dir):
+        return _demo_in_folder(args, config, started)
+
+
+def _demo_in_folder(args: argparse.Namespace, config: Any, started: float) -> int:
+    again = _again("demo", "", args.overrides, "--output", args.output)
+    summary, status = _run(config, _check_resume(args.resume), again)
+    if status:
+        return status  # stopped early with a checkpoint: the comparison needs the finished LoRA
     output = Path(config.output_dir)
     report = _comparison_report(config, summary, output)
     summary["demo_seconds"] = time.perf_counter() - started

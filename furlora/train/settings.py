@@ -6,9 +6,10 @@ reported together (pydantic model validators) before any weight loads.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from furlora.settings_base import Settings
 
@@ -240,6 +241,22 @@ class TrainSettings(Settings):
         ),
     )
 
+    max_wall_time: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Time budget of one run (one job): stop with a checkpoint before it runs out, leaving room for the "
+            "next step and the checkpoint write, so a scheduler's hard limit never kills the run unsaved. Seconds "
+            "(13800) or a duration: '3h50m', '90m', '45s', '1d2h', '03:50:00'. Counted from the start of the run "
+            "(before the weights load). None = no limit. A resumed run gets the budget again."
+        ),
+    )
+
+    @field_validator("max_wall_time", mode="before")
+    @classmethod
+    def _parse_wall_time(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check_schedule(self) -> TrainSettings:
         problems = []
@@ -258,6 +275,35 @@ class TrainSettings(Settings):
         return self
 
 
+_DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of ``"3h50m"``, ``"90m"``, ``"45s"``, ``"1d2h"``, ``"5400"`` or ``"03:50:00"``.
+
+    Raises ``ValueError`` with the accepted forms (pydantic reports it under the config key).
+    """
+    raw = text.strip().lower()
+    seconds: float | None = None
+    if re.fullmatch(r"\d+(?:\.\d+)?", raw):
+        seconds = float(raw)
+    elif re.fullmatch(r"\d+:\d{1,2}(?::\d{1,2})?", raw):  # H:MM:SS or H:MM, as schedulers print limits
+        parts = [int(p) for p in raw.split(":")] + [0]
+        seconds = parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+    else:
+        pieces = _DURATION.findall(raw)
+        units = [unit for _, unit in pieces]
+        if pieces and _DURATION.sub("", raw).strip() == "" and units == sorted(units, key="dhms".index) and len(set(units)) == len(units):
+            seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in pieces)
+    if seconds is None or seconds <= 0:
+        raise ValueError(
+            f"{text!r} is not a positive duration; give seconds (13800) or a duration such as '3h50m', '90m', "
+            "'45s', '1d2h' or '03:50:00'"
+        )
+    return seconds
+
+
 #: Settings that do not change what is trained: they may differ between a checkpoint and the
 #: run resuming from it. Dotted paths into the run config (prefix match).
 NON_TRAINING_KEYS: tuple[str, ...] = (
@@ -273,6 +319,7 @@ NON_TRAINING_KEYS: tuple[str, ...] = (
     "train.attention",
     "train.gradient_checkpointing",
     "train.cpu_threads",
+    "train.max_wall_time",
     "train.cpu",
     "train.log_memory_plan",
     "train.nan_patience",

@@ -31,9 +31,10 @@ import torch
 from furlora.config import RunConfig
 from furlora.errors import CheckpointError
 from furlora.models.device import autocast_dtype
+from furlora.run_lock import RunLock, acquire_run_lock, hold_run_folder, process_rank
 from furlora.tokens import prepare_tokens
 from furlora.train.checkpoint import CheckpointState, CheckpointWriter, clean_stale, latest_complete_name
-from furlora.train.distributed import average_gradients, mean_over_processes
+from furlora.train.distributed import average_gradients
 from furlora.train.ema import AdapterEMA
 from furlora.train.encode import BatchEncoder
 from furlora.train.export import export_lora
@@ -55,6 +56,7 @@ from furlora.train.setup import (
     under,
 )
 from furlora.train.step import prepare_batch, resolve_prediction_type, training_loss
+from furlora.train.stop import StopControl, StopDecision, format_duration
 from furlora.train.stream import BatchStream
 from furlora.train.tracking import RunTracker, memory_mib
 from furlora.train.validation import validation_loss
@@ -74,6 +76,11 @@ class Trainer:
     ``components`` / ``dataset`` / ``val_dataset`` / ``accelerator`` may be given to reuse
     objects (tests, notebooks); otherwise they are built from the config. ``callbacks`` run
     after every optimizer step with the trainer (e.g. custom logging, sampling).
+
+    The run folder is locked (:mod:`furlora.run_lock`) from construction to the end of
+    :meth:`fit`: a second process on the same ``output_dir`` fails before loading anything.
+    SIGTERM / Ctrl-C during :meth:`fit` and ``train.max_wall_time`` stop after the current step
+    with a checkpoint (:mod:`furlora.train.stop`); ``summary["ended"]`` says how the run ended.
     """
 
     def __init__(
@@ -87,6 +94,41 @@ class Trainer:
         accelerator: Any | None = None,
         callbacks: Sequence[Callback] = (),
         collate: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
+    ) -> None:
+        started = time.monotonic()  # train.max_wall_time counts from here, weight loading included
+        # One writer per run folder, checked before anything is read, written or loaded (rank 0 only).
+        main = accelerator.is_main_process if accelerator is not None else process_rank() == 0
+        self.run_lock: RunLock | None = acquire_run_lock(config.output_dir) if main else None
+        try:
+            self._setup(
+                config, resume=resume, components=components, dataset=dataset, val_dataset=val_dataset,
+                accelerator=accelerator, callbacks=callbacks, collate=collate,
+            )
+        except BaseException:
+            self.release_run_lock()
+            raise
+        self.stop = StopControl(
+            self.settings.max_wall_time, started, world=self.world, device=self.device, keeps_clock=self.is_main
+        )
+        self.ended: StopDecision | None = None
+
+    def release_run_lock(self) -> None:
+        """Unlock the run folder now (:meth:`fit` does this when it returns or fails)."""
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
+
+    def _setup(
+        self,
+        config: RunConfig,
+        *,
+        resume: str,
+        components: Any | None,
+        dataset: Any | None,
+        val_dataset: Any | None,
+        accelerator: Any | None,
+        callbacks: Sequence[Callback],
+        collate: Callable[[list[dict[str, Any]]], dict[str, Any]] | None,
     ) -> None:
         self.config = config
         self.settings = config.train
@@ -250,7 +292,8 @@ class Trainer:
             self.scaler.unscale_(self.optimizer)
         max_norm = settings.max_grad_norm if settings.max_grad_norm is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
-        loss_value = mean_over_processes(local_loss, self.world, self.device)
+        # The stop votes (signal, time budget) ride along in this all-reduce: no extra collective.
+        loss_value = self.stop.exchange_loss(local_loss)
         # fp16: inf gradients are the scaler's business (it skips and lowers the scale).
         grads_ok = math.isfinite(grad_norm) or self.scaler is not None
         updated = False
@@ -441,8 +484,10 @@ class Trainer:
                 raise oom from exc
             raise
         finally:
+            self.stop.uninstall()
             if self.stream is not None:
                 self.stream.close()
+            self.release_run_lock()
         return self.summary
 
     def _loop(self, tracker: RunTracker) -> None:
@@ -453,7 +498,9 @@ class Trainer:
             self._run_validation(tracker)
         self._segment_start = started = time.perf_counter()
         start_step = self.global_step
+        self.stop.install()  # SIGTERM / Ctrl-C from here on: finish the step, checkpoint, return
         while self.global_step < settings.max_steps:
+            iteration_start = time.perf_counter()
             self._ensure_phase()
             metrics = self._train_step()
             self.last_metrics = metrics
@@ -463,15 +510,26 @@ class Trainer:
                 self.writer.wait()
                 self.guard.check(self.global_step, latest_complete_name(self.checkpoint_dir))
             elif every_ckpt and self.global_step % every_ckpt == 0:
+                saving_since = time.perf_counter()
                 self.save_checkpoint()
+                if self.stop.needs_checkpoint_timing:  # once, for train.max_wall_time: wait and time it
+                    self.writer.wait()
+                    self.stop.record_checkpoint(time.perf_counter() - saving_since)
             if every_val and self.global_step % every_val == 0 and self.global_step < settings.max_steps:
                 self._run_validation(tracker)
             for callback in self.callbacks:
                 callback(self)
+            self.stop.record_iteration(time.perf_counter() - iteration_start)
+            self.ended = self.stop.decision()  # the same on every process
+            if self.ended is not None:
+                break
         self.run_seconds = time.perf_counter() - started
         self.train_seconds += self.run_seconds
         self._segment_start = None
         self.steps_this_run = self.global_step - start_step
+        if self.ended is not None:
+            self._stop_early()
+            return
         if self.guard.consecutive == 0:
             self.save_checkpoint()
         self.writer.wait()
@@ -480,6 +538,37 @@ class Trainer:
             self.export()
             self.write_summary()
         self.accelerator.wait_for_everyone()
+
+    def _stop_early(self) -> None:
+        """Checkpoint the current step and return without final validation and export."""
+        self.stop.saving()
+        if self.guard.consecutive == 0:
+            self.save_checkpoint()
+        self.writer.wait()
+        self.stop.saved()
+        if self.is_main:
+            self.write_summary()
+            logger.warning("%s", self.stop_message())
+        # Every rank waits for the checkpoint: a rank exiting early would make the launcher
+        # (torchrun) kill the main process in the middle of its write.
+        self.accelerator.wait_for_everyone()
+
+    def stop_message(self) -> str:
+        """One line: why the run stopped early, at which step, and the checkpoint to resume from."""
+        decision = self.ended
+        if decision is None:
+            return ""
+        checkpoint = latest_complete_name(self.checkpoint_dir) or "no checkpoint"
+        where = f"after step {self.global_step} of {self.settings.max_steps}"
+        if decision.reason == "time_budget":
+            budget = self.settings.max_wall_time or 0.0
+            why = (
+                f"time budget: stopped {where}, {format_duration(self.stop.elapsed())} of train.max_wall_time "
+                f"{format_duration(budget)} used (another step and a checkpoint would not fit)"
+            )
+        else:
+            why = f"stopped by {decision.signal_name} {where}"
+        return f"{why}; checkpoint {checkpoint} in {self.checkpoint_dir}; training continues from it when run again"
 
     def _stop_writer_quietly(self) -> None:
         try:
@@ -490,7 +579,14 @@ class Trainer:
     # ------------------------------------------------------------------ outputs
     def export(self) -> dict[str, str]:
         """Write the LoRA in every configured format (and the EMA weights, if any), and with
-        tokens one embedding file per concept (keys ``embedding:<stem>``)."""
+        tokens one embedding file per concept (keys ``embedding:<stem>``).
+
+        Called on its own (after :meth:`fit`), it takes the run folder's lock like a run does.
+        """
+        with hold_run_folder(self.output_dir, main_process=self.is_main):
+            return self._export_files()
+
+    def _export_files(self) -> dict[str, str]:
         metadata = {
             "furlora_run": self.config.name,
             "furlora_step": str(self.global_step),
@@ -533,6 +629,10 @@ class Trainer:
             "checkpoint": latest_complete_name(self.checkpoint_dir),
             "checkpoint_dir": str(self.checkpoint_dir),
             "config_hash": self.config_hash,
+            # How the run ended: "completed" (max_steps reached, exported), "signal" (SIGTERM /
+            # Ctrl-C) or "time_budget" (train.max_wall_time); the last two checkpoint and do not export.
+            "ended": self.ended.reason if self.ended is not None else "completed",
+            "stop_signal": self.ended.signal_name if self.ended is not None else None,
         }
 
     def write_summary(self) -> Path:
