@@ -240,7 +240,6 @@ class TrainSettings(Settings):
             "many times faster: OpenMP threads wait for each other when other processes hold the cores."
         ),
     )
-
     max_wall_time: float | None = Field(
         None,
         gt=0,
