@@ -26,10 +26,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _cache(args: argparse.Namespace) -> int:
     from furlora.config import load_config
     from furlora.data.cache import run_cache_dir
+    from furlora.run_lock import hold_run_folder
     from furlora.train.cache_pass import build_cache
 
     config = load_config(args.config, args.overrides)
-    reports = build_cache(config)
+    # The run folder's rule (furlora.run_lock): not while a run or another pass works in it.
+    with hold_run_folder(config.output_dir):
+        reports = build_cache(config)
     folder = run_cache_dir(config.data.cache_dir, config.output_dir)
     for report in reports:
         print(f"{report.entries} entries, {report.encoded} encoded now, {report.entries - report.encoded} already cached ({report.seconds:.1f} s)")

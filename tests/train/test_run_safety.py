@@ -130,9 +130,9 @@ def test_a_second_run_on_a_locked_folder_stops_before_loading_anything_and_names
         assert "Wait for that run to finish" in message and "another output_dir (--set output_dir=...)" in message
         assert touched == []  # no dataset read, no weights loaded
 
-        # What a user sees: one line on stderr, exit status 2, for `furlora train` and `furlora demo` alike.
+        # What a user sees: one line on stderr, exit status 2, for `furlora train`, `demo` and `cache` alike.
         config = write_config(tmp_path / "run.yaml", folder)
-        for command in (["train", str(config)], ["demo", "--output", str(folder)]):
+        for command in (["train", str(config)], ["demo", "--output", str(folder)], ["cache", str(config)]):
             result = subprocess.run(
                 [sys.executable, "-m", "furlora.cli.main", *command], env=_env(), capture_output=True, text=True, timeout=300
             )
@@ -249,12 +249,16 @@ def test_a_second_signal_during_the_checkpoint_write_exits_at_once_and_keeps_the
     config = write_config(tmp_path / "run.yaml", tmp_path / "run", max_steps=STEPS)  # a checkpoint every step
     checkpoints = tmp_path / "run" / "checkpoints"
     run = _runner(config, "--slow-write-step", "2")  # the write of checkpoint 2 stalls (for an hour)
-    lines = Lines(run)
-    lines.wait_for("furlora-test: writing checkpoint 2")
-    run.send_signal(signal.SIGTERM)
-    time.sleep(REPEAT_WINDOW_S + 1.0)  # later than a launcher's forwarded copy: a person's second signal
-    run.send_signal(signal.SIGTERM)
-    output = lines.finish(timeout=120)  # at once: long before the stalled write could end
+    try:
+        lines = Lines(run)
+        lines.wait_for("furlora-test: writing checkpoint 2")
+        run.send_signal(signal.SIGTERM)
+        time.sleep(REPEAT_WINDOW_S + 1.0)  # later than a launcher's forwarded copy: a person's second signal
+        run.send_signal(signal.SIGTERM)
+        output = lines.finish(timeout=120)  # at once: long before the stalled write could end
+    finally:
+        if run.poll() is None:
+            run.kill()
     assert run.returncode == 128 + signal.SIGTERM, output[-4000:]
     assert "furlora: SIGTERM received: finishing the current step" in output
     assert ("furlora: second SIGTERM: exiting now without a new checkpoint (the last complete checkpoint is intact; "
