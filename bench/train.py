@@ -12,6 +12,16 @@ Ratios are of median step times (robust to load spikes). Step times of the Train
 between callbacks (the interleaved work is excluded).
 
     python bench/train.py [--steps 60] [--block 5] [--resolution 128] [--threads 1]
+
+``--mode realsize-ckpt``: the per-step checkpoint of a real-size state (LoRA of the 16 GB preset
+on the SDXL UNet + both text encoders, 8-bit AdamW state, EMA; shapes from the meta SDXL tree,
+tensors built on the CPU, no UNet weights): how long the training thread is blocked per
+checkpoint, before (a fresh ``torch.cat`` copy per save) and after (reused staging buffers), and
+the ratio to a 1.4 s GPU step (target: blocked <= 0.07 s, 5%).
+
+``--mode cache-threads``: per step of the Trainer on the demo model with the latent cache on
+(after the caching pass) vs no cache (diffusers-like: VAE encodes every step), and with 1 vs 2
+torch threads; the four variants alternate in short runs, medians side by side.
 """
 
 from __future__ import annotations
@@ -165,8 +175,129 @@ class HandLoop:
         return times
 
 
+def realsize_state(config_path: Path, device: str = "cpu") -> Any:
+    """A CheckpointState with the real-size LoRA / 8-bit AdamW / EMA tensors of ``config_path``'s LoRA."""
+    from furlora.config import load_config
+    from furlora.lora.targets import select_targets
+    from furlora.models.architecture import build_meta_sdxl
+    from furlora.train.checkpoint import CheckpointState
+
+    config = load_config(config_path)
+    lora: dict[str, torch.Tensor] = {}
+    generator = torch.Generator().manual_seed(0)
+    for component in config.lora.enabled_components():
+        settings = config.lora.component(component)
+        root = build_meta_sdxl("sdxl-meta", [component])[component]
+        for target in select_targets(component, root, settings).targets:
+            shape = tuple(dict(root.named_modules())[target.live_name].weight.shape)
+            out_features, in_features, *kernel = shape
+            a = (settings.rank, in_features, *kernel)
+            b = (out_features, settings.rank, *([1] * len(kernel)))
+            lora[f"{component}.{target.live_name}.lora_A.weight"] = torch.randn(a, generator=generator).to(device)
+            lora[f"{component}.{target.live_name}.lora_B.weight"] = torch.randn(b, generator=generator).to(device)
+    # bitsandbytes' 8-bit AdamW: two uint8 moments per value and one fp32 absmax per block of 256.
+    state = {
+        i: {
+            "step": torch.tensor(100.0),
+            "state1": torch.randint(0, 255, (t.numel(),), dtype=torch.uint8, device=device),
+            "state2": torch.randint(0, 255, (t.numel(),), dtype=torch.uint8, device=device),
+            "absmax1": torch.rand((t.numel() + 255) // 256, device=device),
+            "absmax2": torch.rand((t.numel() + 255) // 256, device=device),
+        }
+        for i, t in enumerate(lora.values())
+    }
+    optimizer = {"state": state, "param_groups": [{"lr": 1e-4, "params": list(range(len(lora)))}]}
+    ema = {k: v.to("cpu", copy=True) for k, v in lora.items()}  # train.ema.device: cpu (the presets)
+    meta = {"global_step": 100, "config_hash": "bench"}
+    return CheckpointState(step=100, lora=lora, training={"optimizer": optimizer, "rng": {"seed": 1}}, meta=meta, ema=ema)
+
+
+def bench_realsize_checkpoint(args: argparse.Namespace) -> int:
+    """Training-thread time per checkpoint of a real-size state, before vs after."""
+    from furlora.train.checkpoint import CheckpointWriter, pack
+
+    state = realsize_state(ROOT / "configs" / "sdxl-16gb.yaml", args.device)
+    nbytes = sum(t.numel() * t.element_size() for d in (state.lora, state.ema) for t in d.values())
+    nbytes += sum(t.numel() * t.element_size() for row in state.training["optimizer"]["state"].values() for t in row.values())
+    work = Path(tempfile.mkdtemp(prefix="furlora-bench-ckpt-"))
+    writer = CheckpointWriter(work / "after", keep_last=1, asynchronous=True)
+    before: list[float] = []
+    after: list[float] = []
+    before_cpu: list[float] = []
+    after_cpu: list[float] = []
+    write_times: list[float] = []
+    for i in range(args.saves):  # alternate the two copies, so machine load hits both alike
+        start, cpu = time.perf_counter(), time.thread_time()
+        pack(state)  # what the training thread did before: a fresh torch.cat per dtype
+        if args.device != "cpu":
+            torch.cuda.synchronize()
+        before.append(time.perf_counter() - start)
+        before_cpu.append(time.thread_time() - cpu)
+        state.step = 100 + i
+        cpu = time.thread_time()
+        writer.save(state)
+        after_cpu.append(time.thread_time() - cpu)
+        after.append(writer.last_blocked_seconds)
+        start = time.perf_counter()
+        writer.wait()  # a 1.4 s GPU step would hide this; waited here so saves never queue
+        write_times.append(time.perf_counter() - start)
+    step = 1.4
+    b, a = statistics.median(before), statistics.median(after)
+    print(f"\nreal-size state of configs/sdxl-16gb.yaml: {len(state.lora)} LoRA tensors, {nbytes / 1e6:.0f} MB "
+          f"(LoRA + EMA fp32, 8-bit AdamW); {args.saves} saves; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores (shared machine)")
+    print(f"  training thread blocked per checkpoint, before (fresh copy):  median {b:.3f} s = {b / step * 100:.1f}% of a 1.4 s step")
+    print(f"  training thread blocked per checkpoint, after (reused buffer): median {a:.3f} s = {a / step * 100:.1f}% of a 1.4 s step"
+          f"  (target <= 0.070 s, 5%)")
+    print(f"  CPU seconds of the training thread per checkpoint: before {statistics.median(before_cpu):.3f} s, "
+          f"after {statistics.median(after_cpu):.3f} s (wall minus time other processes held the cores)")
+    print(f"  after / before: {a / b:.3f}x; background write (serialise, sha256, fsync, rename): median {statistics.median(write_times):.2f} s")
+    return 0
+
+
+def bench_cache_threads(args: argparse.Namespace) -> int:
+    """Trainer step times on the demo model: cache on vs off, 1 vs 2 threads, alternating runs."""
+    import logging
+
+    from furlora.train.trainer import Trainer
+
+    logging.disable(logging.WARNING)
+    work = Path(tempfile.mkdtemp(prefix="furlora-bench-cache-"))
+    variants = {
+        "cache, 1 thread": ("true", 1), "no cache, 1 thread": ("false", 1),
+        "cache, 2 threads": ("true", 2), "no cache, 2 threads": ("false", 2),
+    }
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(args.rounds):
+        for name, (cache, threads) in variants.items():
+            stamps: list[float] = []
+            config = make_config(
+                work / f"{round_}-{cache}-{threads}", args, "model.source=tiny-sdxl-inpaint-pretrained",
+                f"train.max_steps={args.warmup + args.block}", f"train.cache_latents={cache}",
+                f"train.cpu_threads={threads}", "train.validation.path=null", f"data.cache_dir={work / 'cache'}",
+            )
+            Trainer(config, resume="never", callbacks=[lambda t: stamps.append(time.perf_counter())]).fit()
+            times[name] += [b - a for a, b in zip(stamps[args.warmup - 1 :], stamps[args.warmup :])]
+        print(f"round {round_ + 1}/{args.rounds} done", flush=True)
+    med = {name: statistics.median(v) for name, v in times.items()}
+    print(f"\ntiny-sdxl-inpaint-pretrained (demo model), {args.resolution} px, batch {args.batch_size}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+    for name, value in med.items():
+        print(f"  {name:<20} median {value * 1000:8.1f} ms/step over {len(times[name])} steps")
+    for threads in (1, 2):
+        s = "s" if threads > 1 else ""
+        print(f"cache / no cache, {threads} thread{s}:   {med[f'cache, {threads} thread{s}'] / med[f'no cache, {threads} thread{s}']:.3f}x")
+    for cache in ("cache", "no cache"):
+        print(f"2 threads / 1 thread, {cache}: {med[f'{cache}, 2 threads'] / med[f'{cache}, 1 thread']:.3f}x  (target <= 1.0x)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["overhead", "realsize-ckpt", "cache-threads"], default="overhead")
+    parser.add_argument("--saves", type=int, default=5, help="realsize-ckpt: checkpoints to time")
+    parser.add_argument("--device", default="cpu", help="realsize-ckpt: where the LoRA and optimizer state live (cpu, cuda)")
+    parser.add_argument("--rounds", type=int, default=2, help="cache-threads: rounds of the four variants")
     parser.add_argument("--steps", type=int, default=60, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps at the start")
     parser.add_argument("--block", type=int, default=5, help="steps per block (blocks alternate)")
@@ -174,6 +305,10 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is robust on a busy machine)")
     args = parser.parse_args()
+    if args.mode == "realsize-ckpt":
+        return bench_realsize_checkpoint(args)
+    if args.mode == "cache-threads":
+        return bench_cache_threads(args)
     torch.set_num_threads(args.threads)
     import logging
 

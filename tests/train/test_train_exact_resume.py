@@ -1,10 +1,11 @@
 """Kill at any moment + resume == an uninterrupted run, bit for bit (CPU, same seed and config).
 
-Two subprocesses continue one run: the first is SIGKILLed from outside as soon as its second
+Three subprocesses continue one run: the first is SIGKILLed from outside as soon as its second
 checkpoint is complete (wherever it then is; it kills itself after step 3 if that is late), the
-second SIGKILLs itself in the middle of writing checkpoint 5; this process then resumes and
-finishes it. Meanwhile (during the first) this
-process also trains the same config straight through.
+second SIGKILLs itself in the middle of writing checkpoint 5, the third is SIGKILLed by its
+training thread while the asynchronous write of checkpoint 6 is in flight (half on disk); this
+process then resumes and finishes it. Meanwhile (during the first) this process also trains the
+same config straight through.
 """
 
 from __future__ import annotations
@@ -110,9 +111,18 @@ def test_kill_at_any_moment_then_resume_is_bit_identical(tmp_path: Path, model_c
     assert max(_complete_steps(checkpoints)) == 4
     assert any(p.name.startswith(".tmp-step-00000005") for p in checkpoints.iterdir())
 
-    # 3. Resumes from 4 (the half-written 5 is ignored and cleaned up) and finishes.
+    # 3. Resumes from 4 (the half-written 5 is ignored and cleaned up); killed by the training
+    #    thread while the background write of checkpoint 6 is in flight.
+    third = _runner(killed, "--kill-while-writing", "6")
+    out = third.communicate(timeout=240)[0].decode()
+    assert third.returncode == -signal.SIGKILL, out[-3000:]
+    assert "killing with checkpoint 6 in flight" in out
+    assert max(_complete_steps(checkpoints)) == 5
+    assert any(p.name.startswith(".tmp-step-00000006") for p in checkpoints.iterdir())
+
+    # 4. Resumes from 5 (the half-written 6 is ignored and cleaned up) and finishes.
     summary = _train(killed, "auto")
-    assert summary["resumed_from"].endswith("step-00000004")
+    assert summary["resumed_from"].endswith("step-00000005")
     assert not any(p.name.startswith(".tmp-") for p in checkpoints.iterdir())
 
     a = read_checkpoint(tmp_path / "straight" / "checkpoints" / f"step-{STEPS:08d}")

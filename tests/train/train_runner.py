@@ -5,7 +5,10 @@
 
 --kill-after-step K: SIGKILL right after optimizer step K (its checkpoint may still be being
 written in the background). --kill-writing-step K: SIGKILL in the middle of writing checkpoint
-K (half of state.safetensors is on disk in the temporary folder). Used by test_train_exact_resume.py.
+K (half of state.safetensors is on disk in the temporary folder). --kill-while-writing K: the
+background write of checkpoint K stops half-way (half of state.safetensors on disk) and stays in
+flight while the training thread, having gone on, SIGKILLs the process. Used by
+test_train_exact_resume.py.
 
 For test_run_safety.py / test_train_distributed.py (signals sent from outside):
 --cli: run through ``furlora train CONFIG`` (its printed lines and exit status) instead of
@@ -21,6 +24,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +41,7 @@ def main() -> int:
     parser.add_argument("config")
     parser.add_argument("--kill-after-step", type=int)
     parser.add_argument("--kill-writing-step", type=int)
+    parser.add_argument("--kill-while-writing", type=int)
     parser.add_argument("--cli", action="store_true")
     parser.add_argument("--announce-steps", action="store_true")
     parser.add_argument("--slow-write-step", type=int)
@@ -76,6 +81,32 @@ def main() -> int:
             real_write(path, data)
 
         checkpoint._write_file = slow_write
+    if args.kill_while_writing is not None:
+        real_write = checkpoint._write_file
+        stuck = f".tmp-step-{args.kill_while_writing:08d}"
+        half_written = threading.Event()
+
+        def stalled_write(path: Path, data: bytes) -> None:
+            if path.parent.name.startswith(stuck) and path.name == "state.safetensors":
+                with open(path, "wb") as handle:
+                    handle.write(data[: len(data) // 2])
+                    handle.flush()
+                half_written.set()
+                threading.Event().wait()  # the write never finishes: it is in flight at the kill
+            real_write(path, data)
+
+        checkpoint._write_file = stalled_write
+
+        def kill_during_write(trainer: object) -> None:
+            if trainer.global_step == args.kill_while_writing:
+                if not half_written.wait(120) or not trainer.writer.in_flight:
+                    print("the checkpoint write was not in flight", flush=True)
+                    sys.exit(3)
+                print(f"killing with checkpoint {args.kill_while_writing} in flight", flush=True)
+                time.sleep(0.05)
+                _die()
+
+        callbacks.append(kill_during_write)
     if args.cli:
         from furlora.cli.main import main as cli_main
         from furlora.train import trainer as trainer_module
