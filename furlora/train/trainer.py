@@ -29,10 +29,12 @@ from typing import Any
 import torch
 
 from furlora.config import RunConfig
+from furlora.data.cache import run_cache_dir
 from furlora.errors import CheckpointError
 from furlora.models.device import autocast_dtype
 from furlora.run_lock import RunLock, acquire_run_lock, hold_run_folder, process_rank
 from furlora.tokens import prepare_tokens
+from furlora.train.cache_pass import fill_latent_cache
 from furlora.train.checkpoint import CheckpointState, CheckpointWriter, clean_stale, latest_complete_name
 from furlora.train.distributed import average_gradients
 from furlora.train.ema import AdapterEMA
@@ -58,6 +60,7 @@ from furlora.train.setup import (
 from furlora.train.step import prepare_batch, resolve_prediction_type, training_loss
 from furlora.train.stop import StopControl, StopDecision, format_duration
 from furlora.train.stream import BatchStream
+from furlora.train.threads import available_cpus
 from furlora.train.tracking import RunTracker, memory_mib
 from furlora.train.validation import validation_loss
 
@@ -134,8 +137,8 @@ class Trainer:
         self.settings = config.train
         self.resume_mode = resume
         self.callbacks = list(callbacks)
-        if self.settings.cpu_threads is not None:
-            torch.set_num_threads(self.settings.cpu_threads)
+        # Default: the cores this process may really use (affinity / cgroup quota), not the machine's.
+        torch.set_num_threads(self.settings.cpu_threads or available_cpus())
         # Checks that need no weights come first: a bad config or dataset fails in seconds.
         self.pre = preflight(config, dataset, val_dataset)
         self.accelerator = accelerator or build_accelerator(config)
@@ -166,12 +169,19 @@ class Trainer:
         for scheduler in (self.noise_scheduler, self.components.scheduler):
             if self.prediction_type != scheduler.config.prediction_type:
                 scheduler.register_to_config(prediction_type=self.prediction_type)
+        # Trained token vectors change the text embeddings: a cache keyed by caption would be stale.
+        cache_text = self.settings.cache_text_embeddings and not self.text_trainable and self.tokens is None
+        if self.settings.cache_text_embeddings and not cache_text and self.is_main:
+            logger.warning(
+                "train.cache_text_embeddings is on but cannot apply: %s trains, so text embeddings change every step",
+                "a learned token (tokens.enabled)" if self.tokens is not None else "a text-encoder LoRA (lora.text_encoder*)",
+            )
         self.encoder = BatchEncoder(
             self.components,
             self.device,
             cache_latents=self.settings.cache_latents,
-            # Trained token vectors change the text embeddings: a cache keyed by caption would be stale.
-            cache_text=self.settings.cache_text_embeddings and not self.text_trainable and self.tokens is None,
+            cache_text=cache_text,
+            cache_dir=run_cache_dir(config.data.cache_dir, self.pre.output_dir) if self.settings.cache_latents else None,
         )
         groups = self.manager.parameter_groups()
         if self.tokens is not None:
@@ -244,6 +254,13 @@ class Trainer:
             logger.info("resolution schedule: step %d, training at %d px", self.global_step, resolution)
         if self.stream is not None:
             self.stream.close()
+        if self.settings.cache_latents and getattr(dataset, "cache_latents", False):
+            # Every latent this phase can use, before its first step: no step runs the VAE.
+            fill_latent_cache(
+                dataset, self.encoder, self.inpaint, full_mask=self.settings.full_mask_fraction > 0,
+                rank=self.rank, world=self.world, progress=self.settings.log.progress_bar and self.is_main,
+            )
+            self.accelerator.wait_for_everyone()
         sampler = BucketBatchSampler(dataset, self.settings.batch_size, derive_seed(self.config.seed, "sampler", phase))
         self.stream = BatchStream(dataset, sampler, self.collate, self.world, self.rank)
         self.phase, self.resolution = phase, resolution
@@ -506,6 +523,7 @@ class Trainer:
             self.last_metrics = metrics
             if self.is_main:
                 tracker.step(self.global_step, metrics)
+            self.writer.poll()  # a failed background write (disk full) stops training here
             if self.guard.consecutive:
                 self.writer.wait()
                 self.guard.check(self.global_step, latest_complete_name(self.checkpoint_dir))
