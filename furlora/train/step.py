@@ -138,8 +138,11 @@ def prepare_batch(
         full = draws.full_mask.view(-1, 1, 1, 1)
         pixel_mask = torch.where(full, torch.ones_like(batch["inpaint_mask"]), batch["inpaint_mask"].float())
         masked_pixels = torch.where(full, torch.zeros_like(batch["masked_pixel_values"]), batch["masked_pixel_values"])
-        # Masked images change with every random mask: caching them would only grow the cache.
-        prepared.masked_latents = encoder.latents(masked_pixels, cache=False)
+        # Cached only where the dataset gives a key: a hole from its fixed set (cache mode), or a
+        # region hole; a full-mask sample's masked image is all zeros, one entry per size.
+        if masked_keys is not None:
+            masked_keys = [{"kind": "blank", "size": list(pixels.shape[-2:])} if bool(f) else k for f, k in zip(full.view(-1), masked_keys)]
+        prepared.masked_latents = encoder.latents(masked_pixels, cache=masked_keys is not None, keys=masked_keys)
         prepared.inpaint_mask = latent_inpaint_mask(pixel_mask, size).to(device)
         prepared.hole = to_latent_size(pixel_mask, size).to(device)
     return prepared
