@@ -101,19 +101,21 @@ def build_cache(config: Any, *, device: Any | None = None, progress: bool = True
     """
     from furlora.data.cache import run_cache_dir
     from furlora.errors import ConfigError
+    from furlora.models.device import pick_device
     from furlora.models.sdxl import inspect_model_folder, resolve_model_path
     from furlora.train.setup import build_dataset, load_components
     from furlora.train.step import resolve_objective
 
     if not config.train.cache_latents:
         raise ConfigError("train.cache_latents is false in this config: there is no latent cache to build (set it to true)")
-    model_path = resolve_model_path(config.model.source, config.model.revision)
+    model_path = resolve_model_path(config.model.source, config.model.revision, dtype=config.model.dtype,
+                                    variant=config.model.variant)
     info = inspect_model_folder(model_path, config.model.variant)
     inpaint = resolve_objective(config.train.objective, int(info["unet_config"].get("in_channels", 4)), f"model.source {config.model.source!r}")
     resolutions = [p.resolution for p in config.train.resolution_schedule] or [config.data.resolution]
     datasets = [build_dataset(config, r) for r in dict.fromkeys(resolutions)]  # every dataset problem before weights load
     if device is None:
-        device = torch.device("cuda" if torch.cuda.is_available() and not config.train.cpu else "cpu")
+        device = pick_device("auto", cpu_only=config.train.cpu, key="train.cpu")  # the trainer's rule
     if config.train.cpu_threads is not None:
         torch.set_num_threads(config.train.cpu_threads)
     components = load_components(config, model_path, device)

@@ -122,3 +122,16 @@ def test_cli_device_option_is_checked_before_weights_load(no_gpu, tiny_sdxl_inpa
     code = main(["compare", "--model", str(tiny_sdxl_inpaint), "--image", str(image), "--mask", str(mask),
                  "--out", str(tmp_path / "cmp"), "--set", "eval.device=cuda:0"])
     assert code == 2 and "eval.device: 'cuda:0' but no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_no_other_module_decides_whether_a_gpu_is_there():
+    """Device choices go through furlora.models.device; train/rng.py only saves / restores CUDA RNG state."""
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[2] / "furlora"
+    allowed = {"models/device.py", "train/rng.py"}
+    asking = sorted(
+        str(f.relative_to(package)) for f in package.rglob("*.py")
+        if ("cuda.is_available" in f.read_text(encoding="utf-8") or "mps.is_available" in f.read_text(encoding="utf-8"))
+    )
+    assert [f for f in asking if f not in allowed] == []
