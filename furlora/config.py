@@ -200,6 +200,8 @@ def _describe(err: dict[str, Any]) -> str:
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
+    if isinstance(value, bool) and _takes_text([str(x) for x in loc]):
+        shown += "; YAML reads no / yes / on / off as booleans: quote the word, e.g. 'no'"
     return f"{where}: {err.get('msg', 'invalid')} (got {shown})"
 
 

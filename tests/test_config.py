@@ -150,3 +150,12 @@ def test_eval_device_is_checked_in_the_config():
     assert load_config(None, ["eval.device=cuda:1"]).eval.device == "cuda:1"
     with pytest.raises(ConfigError, match="eval.device: String should match pattern"):
         load_config(None, ["eval.device=gpu"])
+
+
+def test_a_yaml_boolean_in_a_text_field_says_to_quote_it(tmp_path):
+    file = tmp_path / "c.yaml"
+    file.write_text("train:\n  mixed_precision: no\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    assert "train.mixed_precision: Input should be 'no', 'fp16' or 'bf16' (got False; YAML reads no / yes / on / off " \
+        "as booleans: quote the word, e.g. 'no')" in str(info.value)
