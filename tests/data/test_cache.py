@@ -137,3 +137,52 @@ def test_cached_value_matches_fresh_computation(maker, make_settings, tmp_path, 
     later = ds.sample(0, 5)  # another epoch: deterministic settings, so the same key
     got = cache.get_or_compute(_parts(ds, kind=kind, epoch=5), lambda: pytest.fail("recomputed"))
     torch.testing.assert_close(got, later[field])
+
+
+def test_cache_mode_freezes_augmentation_per_variant_and_keeps_every_key(maker, make_settings):
+    """around_mask crops with slack and random holes used to switch caching off; cache mode keeps it on."""
+    maker.furlora_sample("dog", seed=0, size=(96, 160))
+    settings = make_settings(
+        resolution=64, augment={"enabled": True, "hflip": 0.5, "crop": "around_mask", "rotate_deg": 5.0},
+        inpaint_mask={"region": 0.0, "strokes": 1.0}, cache={"variants": 2, "holes": 3},
+    )
+    plain = MaskedDataset(settings, maker.root)
+    cached = MaskedDataset(settings, maker.root, cache_latents=True)
+    assert not plain.cache_plan.latents
+    assert cached.cache_plan.latents and cached.cache_plan.masked_latents and not cached.cache_plan.reasons
+    # The first cycle of epochs is exactly what an uncached run draws.
+    for epoch in (0, 1):
+        a, b = plain.sample(0, epoch), cached.sample(0, epoch)
+        assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["inpaint_mask"], b["inpaint_mask"])
+    # Later epochs repeat the variants' crops, and draw holes only from the fixed set.
+    items = [cached.cache_items(0, v) for v in (0, 1)]
+    hole_keys = [{make_key(parts) for parts, _ in item["holes"]} for item in items]
+    assert len(items[0]["holes"]) == cached.hole_count() == 3
+    for epoch in range(2, 12):
+        sample = cached.sample(0, epoch)
+        keys = sample["cache_keys"]
+        assert keys["latents"] == items[epoch % 2]["latents"]
+        assert make_key(keys["masked_latents"]) in hole_keys[epoch % 2]
+        assert torch.equal(sample["pixel_values"], cached.sample(0, epoch % 2)["pixel_values"])
+
+
+def test_region_hole_joins_the_fixed_set(maker, make_settings):
+    maker.furlora_sample("dog", seed=1)
+    ds = MaskedDataset(make_settings(inpaint_mask={"strokes": 1.0}, cache={"holes": 2}), maker.root, cache_latents=True)
+    assert ds.hole_count() == 3
+    holes = ds.cache_items(0, 0)["holes"]
+    region = (ds.sample(0, 0, augment=False)["mask"][0] > 0).float()
+    masked_region = ds.cache_items(0, 0)["pixel_values"] * (1 - region)
+    assert torch.equal(holes[-1][1], masked_region)
+
+
+def test_entry_with_a_damaged_tensor_is_recomputed(tmp_path):
+    cache = LatentCache(tmp_path)
+    parts = {"a": 1}
+    path = cache.put(parts, torch.arange(1000.0))
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 0xFF  # a flipped bit inside the tensor bytes: the header and key parts still read fine
+    path.write_bytes(bytes(data))
+    assert cache.get(parts) is None
+    assert torch.equal(cache.get_or_compute(parts, lambda: torch.arange(1000.0)), torch.arange(1000.0))
+    assert cache.misses == 1 and torch.equal(cache.get(parts), torch.arange(1000.0))
