@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
+import os
 import shutil
 import sys
 import tempfile
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from gpu.budget import Budget
 from gpu.compare import empty_compare, run_compare
 from gpu.levers import SDPA_CHOICES, Levers, apply_global
 from gpu.lora_check import empty_check, lora_round_trip
-from gpu.presets import PRESETS, RunOptions, empty_result, free_device, run_preset
+from gpu.presets import PRESETS, RunOptions, add_plan, describe, free_device, plan_run, prepare, run_preset
 from gpu.report import SCHEMA, commit_of, environment, markdown, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,11 +140,16 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("comparison failed:\n%s", traceback.format_exc())
         logger.info("comparison: %s", compare["status"])
 
+    prepared = {preset: prepare(preset, options) for preset in args.presets}
+    # The planner predicts each run on spare CPU cores while the device trains.
+    planner = ProcessPoolExecutor(max_workers=max(1, min(len(prepared), (os.cpu_count() or 2) - 1)),
+                                  mp_context=multiprocessing.get_context("spawn"))
+    plans = {p: planner.submit(plan_run, prepared[p].config, device.type) for p in args.presets}
     results: list[dict[str, Any]] = []
     for index, preset in enumerate(args.presets):
         share = budget.share(len(args.presets) - index)
         if share < min_preset:
-            result = empty_result(preset)
+            result = describe(prepared[preset], options)
             result["reason"] = f"time budget: {max(0.0, share):.0f} s left for it"
             budget.skip(preset, result["reason"])
             results.append(result)
@@ -149,15 +157,19 @@ def main(argv: list[str] | None = None) -> int:
             continue
         logger.info("%s: training (%s s budget share)", preset, "unlimited" if total is None else f"{share:.0f}")
         try:
-            result = run_preset(preset, options, share, after_fit if compare_wanted and preset == compare_preset else None)
+            result = run_preset(prepared[preset], options, share, after_fit if compare_wanted and preset == compare_preset else None)
         except Exception as exc:  # noqa: BLE001 - one preset's failure is a result, not the end of the check
-            result = empty_result(preset)
+            result = describe(prepared[preset], options)
             result.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
             logger.error("%s failed:\n%s", preset, traceback.format_exc())
             free_device(device)
         results.append(result)
         logger.info("%s: %s, %s s/step, peak reserved %s", preset, result["status"],
                     _fmt(result["seconds_per_step"]), _fmt(result["peak_reserved_bytes"], 1 << 30, " GiB"))
+    logger.info("waiting for the planner")
+    for result in results:
+        add_plan(result, plans[result["preset"]].result())
+    planner.shutdown()
     if compare_wanted and compare["status"] == "skipped":
         budget.skip("compare and LoRA round trip", compare["reason"])
     report = {

@@ -143,32 +143,57 @@ def free_device(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def run_preset(
-    preset: str,
-    options: RunOptions,
-    allowed_seconds: float,
-    after_fit: Callable[[Any], None] | None = None,
-) -> dict[str, Any]:
-    """Train ``preset`` and measure it. ``after_fit(trainer)`` runs while its model is still loaded."""
-    from furlora.config import load_config
-    from furlora.train.trainer import Trainer
+@dataclass
+class Prepared:
+    """One preset's run config under the check's options, before anything is built."""
 
-    result = empty_result(preset)
-    started = time.perf_counter()
-    device = options.device
+    preset: str
+    config: Any
+    choice: Any
+    overrides: list[str]
+    notes: list[str]
+    resolution: int
+
+
+def prepare(preset: str, options: RunOptions) -> Prepared:
+    from furlora.config import load_config
+
     raw = load_config(options.config_dir / f"{preset}.yaml")
     inpainting = raw.train.objective == "inpaint" or "inpainting" in str(raw.model.source)
     choice = model_for(options.size, inpainting, options.work_dir)
     overrides, notes, resolution = preset_overrides(raw, preset, options, choice.source)
     config = load_config(options.config_dir / f"{preset}.yaml", overrides)
-    train = config.train
+    return Prepared(preset, config, choice, overrides, notes, resolution)
+
+
+def describe(prepared: Prepared, options: RunOptions) -> dict[str, Any]:
+    """The result of a preset before it runs (what a skipped preset reports too)."""
+    train = prepared.config.train
+    result = empty_result(prepared.preset)
     result.update(
-        model=f"{options.size} SDXL {'inpainting (9-channel)' if inpainting else 'base'}", resolution=resolution,
-        steps_requested=options.steps, warmup_steps=options.warmup_steps, overrides=overrides, notes=notes,
-        optimizer=train.optimizer, mixed_precision=train.mixed_precision,
-        gradient_checkpointing=train.gradient_checkpointing,
+        model=f"{options.size} SDXL {'inpainting (9-channel)' if prepared.choice.inpainting else 'base'}",
+        resolution=prepared.resolution, steps_requested=options.steps, warmup_steps=options.warmup_steps,
+        overrides=list(prepared.overrides), notes=list(prepared.notes), optimizer=train.optimizer,
+        mixed_precision=train.mixed_precision, gradient_checkpointing=train.gradient_checkpointing,
     )
-    _plan(config, device, result)
+    return result
+
+
+def run_preset(
+    prepared: Prepared,
+    options: RunOptions,
+    allowed_seconds: float,
+    after_fit: Callable[[Any], None] | None = None,
+) -> dict[str, Any]:
+    """Train a prepared preset and measure it. ``after_fit(trainer)`` runs while its model is still loaded."""
+    from furlora.train.trainer import Trainer
+
+    result = describe(prepared, options)
+    notes = result["notes"]
+    started = time.perf_counter()
+    device = options.device
+    config, choice = prepared.config, prepared.choice
+    train = config.train
 
     free_device(device)
     t0 = time.perf_counter()
@@ -232,7 +257,6 @@ def run_preset(
     result["checkpoint_blocked_seconds"] = blocked
     steps_total = fit_end - fit_start
     result["checkpoint_blocked_share"] = blocked / steps_total if steps_total > 0 else None
-    _ratios(result)
     result["status"] = "ok"
     try:
         if after_fit is not None:
@@ -255,18 +279,26 @@ def _time_cache_pass(timers: _Timers) -> Callable[[], None]:
     return lambda: setattr(trainer_module, "fill_latent_cache", original)
 
 
-def _plan(config: Any, device: torch.device, result: dict[str, Any]) -> None:
-    """The planner's prediction for exactly this run (advice only: a planner failure is a note)."""
+def plan_run(config: Any, device_type: str) -> dict[str, Any]:
+    """The planner's prediction for exactly this run. Runs in a worker process while the device
+    trains (a real-size plan is a minute of single-core CPU work); never raises."""
     from furlora.memory import estimate, plan_input_from_config
 
     t0 = time.perf_counter()
     try:
-        plan = estimate(plan_input_from_config(config, device=device.type))
+        plan = estimate(plan_input_from_config(config, device=device_type))
     except Exception as exc:  # noqa: BLE001 - reported, never fatal
-        result["notes"].append(f"planner failed: {type(exc).__name__}: {exc}")
-        return
-    result["planned_bytes"] = int(plan.total_bytes)
-    result["plan_seconds"] = time.perf_counter() - t0
+        return {"planned_bytes": None, "plan_seconds": None, "error": f"planner failed: {type(exc).__name__}: {exc}"}
+    return {"planned_bytes": int(plan.total_bytes), "plan_seconds": time.perf_counter() - t0, "error": None}
+
+
+def add_plan(result: dict[str, Any], plan: dict[str, Any]) -> None:
+    """Put the planner's prediction and the measured/planned ratios into a preset's result."""
+    result["planned_bytes"] = plan["planned_bytes"]
+    result["plan_seconds"] = plan["plan_seconds"]
+    if plan["error"]:
+        result["notes"].append(plan["error"])
+    _ratios(result)
 
 
 def _step_times(result: dict[str, Any], fit_start: float, ends: list[float], warmup: int, compiled: bool) -> None:
