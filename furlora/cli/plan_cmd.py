@@ -63,6 +63,9 @@ def _plan(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"planning {args.config} ({plan_input.architecture}, {plan_input.device}) ...", file=sys.stderr)
     plan = estimate(plan_input)
+    from furlora.memory.adapter import cache_notes
+
+    plan.notes.extend(cache_notes(config))  # caches the config asks for that cannot apply
     result = None
     if args.suggest:
         def progress(text: str) -> None:

@@ -94,6 +94,20 @@ def plan_input_from_config(config: RunConfig, *, architecture: str | None = None
     ).validate()
 
 
+def cache_notes(config: RunConfig) -> list[str]:
+    """Plan notes for caches a config asks for that cannot apply, naming the key (the trainer warns the same)."""
+    train = config.train
+    notes = []
+    if not train.cache_latents:
+        notes.append("train.cache_latents is false: every micro-step runs a VAE encode (two with the 9-channel objective)")
+    trains_text = any(config.lora.component(c).enabled for c in ("text_encoder", "text_encoder_2"))
+    tokens = getattr(getattr(config, "tokens", None), "enabled", False)
+    if train.cache_text_embeddings and (trains_text or tokens):
+        what = "tokens.enabled" if tokens else "a text-encoder LoRA (lora.text_encoder*)"
+        notes.append(f"train.cache_text_embeddings cannot apply: {what} trains, so text embeddings are computed every step")
+    return notes
+
+
 def log_plan(config: RunConfig, *, device: str | None = None, free_bytes: int | None = None,
              architecture: str | None = None, log: logging.Logger | None = None) -> MemoryPlan | None:
     """For the trainer's start-up: estimate ``config``'s plan, log its table, warn if it will not fit.
@@ -108,6 +122,7 @@ def log_plan(config: RunConfig, *, device: str | None = None, free_bytes: int | 
     except Exception as exc:  # noqa: BLE001  (advice only: never block training on it)
         log.warning("memory plan unavailable (%s: %s)", type(exc).__name__, exc)
         return None
+    plan.notes.extend(cache_notes(config))
     log.info("memory plan (furlora plan):\n%s", plan.table())
     if free_bytes is not None:
         warn_if_exceeds(plan, free_bytes, log)

@@ -152,3 +152,17 @@ def test_data_thread_starts_no_second_openmp_pool() -> None:
         assert during == before + 1, f"{during - before} new threads: the data thread started an OpenMP pool"
     finally:
         torch.set_num_threads(previous)
+
+
+def test_plan_names_the_caches_that_cannot_apply() -> None:
+    from furlora.config import load_config
+    from furlora.memory.adapter import cache_notes
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    notes = cache_notes(load_config(root / "sdxl-16gb.yaml"))  # LoRA on text encoder 1
+    assert notes == [
+        "train.cache_text_embeddings cannot apply: a text-encoder LoRA (lora.text_encoder*) trains, so text embeddings are computed every step"
+    ]
+    assert cache_notes(load_config(root / "sdxl-inpainting.yaml")) == []
+    off = cache_notes(load_config(root / "sdxl-inpainting.yaml", ["train.cache_latents=false"]))
+    assert len(off) == 1 and off[0].startswith("train.cache_latents is false")
