@@ -103,13 +103,13 @@ class HandLoop:
 
         from furlora.data.buckets import BucketBatchSampler
         from furlora.data.dataset import collate_samples
-        from furlora.lora.hooks import LoraHookManager
+        from furlora.lora.hooks import LoraAdapters
         from furlora.models.sdxl import load_sdxl
         from furlora.train.setup import build_dataset
 
         config = make_config(Path(tempfile.mkdtemp()), args)
         self.c = load_sdxl("tiny-sdxl-inpaint")
-        self.manager = LoraHookManager({"unet": self.c.unet}, config.lora, seed=1)
+        self.manager = LoraAdapters({"unet": self.c.unet}, config.lora, seed=1)
         self.manager.apply()
         self.params = self.manager.trainable_parameters()
         self.opt = torch.optim.AdamW(self.params, lr=5e-4, weight_decay=1e-2)

@@ -6,7 +6,7 @@ The public API (imported lazily, so ``import furlora`` stays fast)::
     config = load_config("configs/tiny-cpu.yaml", ["train.max_steps=50"])
     summary = Trainer(config).fit()          # resumes from the newest complete checkpoint
 
-    from furlora import MaskedDataset, LoraHookManager, MultiPassInpainter, run_comparison
+    from furlora import MaskedDataset, LoraAdapters, MultiPassInpainter, run_comparison
 
 Errors are :class:`FurloraError` subclasses (``furlora.errors``); settings live in
 ``furlora.config.RunConfig`` and its sections.
@@ -32,7 +32,8 @@ _EXPORTS = {
     "BucketBatchSampler": "furlora.data.buckets",
     "validate_dataset": "furlora.data.validate",
     # LoRA and tokens
-    "LoraHookManager": "furlora.lora.hooks",
+    "LoraAdapters": "furlora.lora.hooks",
+    "LoraHookManager": "furlora.lora.hooks",  # deprecated alias of LoraAdapters (warns); not in __all__
     "load_lora_file": "furlora.lora.formats",
     "prepare_tokens": "furlora.tokens.embeddings",
     # training
@@ -42,5 +43,5 @@ _EXPORTS = {
     "run_comparison": "furlora.eval.compare",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(n for n in _EXPORTS if n != "LoraHookManager")
 __getattr__ = lazy_exports("furlora", _EXPORTS)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from furlora.config import load_config
 from furlora.lora.formats import ADAPTER_METADATA_KEY, load_lora_file, save_lora_file
-from furlora.lora.hooks import LoraHookManager
+from furlora.lora.hooks import LoraAdapters
 from furlora.models.architecture import META_SDXL, build_meta_sdxl
 from furlora.models.sdxl import resolve_model_path
 
@@ -53,7 +53,7 @@ def _targets(args: argparse.Namespace) -> int:
     model = args.model or config.model.source
     tree = model if model in META_SDXL else str(resolve_model_path(model))
     components = build_meta_sdxl(tree, config.lora.enabled_components())
-    manager = LoraHookManager(components, config.lora, model_name=model)
+    manager = LoraAdapters(components, config.lora, model_name=model)
     report = manager.apply()  # on the meta device: proves peft wraps exactly the selection
     if args.json:
         print(report.to_json())

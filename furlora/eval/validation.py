@@ -4,7 +4,7 @@ is being trained and writes a grid and metrics, every ``train.validation.every_n
 The trainer never imports this module; a recipe or the CLI passes an instance in the trainer's
 ``callbacks`` (called as ``callback(trainer)`` after every optimizer step). It reads
 ``trainer.components`` (the live model, adapters attached), ``trainer.global_step``,
-``trainer.output_dir``, and optionally ``trainer.manager`` (a LoraHookManager: its ``disabled()``
+``trainer.output_dir``, and optionally ``trainer.manager`` (a LoraAdapters: its ``disabled()``
 context renders the base-model column once) and ``trainer.is_main``.
 """
 

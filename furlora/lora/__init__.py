@@ -1,10 +1,11 @@
-"""LoRA on the SDXL UNet and both text encoders: target selection, the peft hook manager,
+"""LoRA on the SDXL UNet and both text encoders: target selection, peft injection (LoraAdapters),
 coverage reports, and LoRA files in the diffusers and kohya formats.
 
 Modules: ``settings`` (the ``lora:`` config section), ``targets`` (presets / blocks / patterns ->
-exact module list), ``coverage`` (report), ``hooks`` (LoraHookManager), ``gradient_flow``,
+exact module list), ``coverage`` (report), ``hooks`` (LoraAdapters), ``gradient_flow``,
 ``weights`` (format-free LoRA tensors), ``formats`` (files), ``kohya_names`` (SDXL original
-block naming), ``compat`` (does a file fit the config), ``skeleton`` (weightless module trees).
+block naming), ``compat`` (does a file fit the config). Weightless module trees for reports
+come from :func:`furlora.models.architecture.build_meta_sdxl`.
 
 The names below are imported lazily: ``furlora.config`` imports ``furlora.lora.settings``, and
 validating a config must not wait for torch / peft to import.
@@ -16,7 +17,8 @@ from furlora.lazy import lazy_exports
 
 _EXPORTS = {
     "LoraSettings": "furlora.lora.settings",
-    "LoraHookManager": "furlora.lora.hooks",
+    "LoraAdapters": "furlora.lora.hooks",
+    "LoraHookManager": "furlora.lora.hooks",  # deprecated alias of LoraAdapters (warns); not in __all__
     "CoverageReport": "furlora.lora.coverage",
     "GradientFlowReport": "furlora.lora.gradient_flow",
     "LoraWeights": "furlora.lora.weights",
@@ -28,5 +30,5 @@ _EXPORTS = {
     "save_lora_file": "furlora.lora.formats",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(n for n in _EXPORTS if n != "LoraHookManager")
 __getattr__ = lazy_exports('furlora.lora', _EXPORTS)

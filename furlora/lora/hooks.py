@@ -1,6 +1,7 @@
-"""LoraHookManager: LoRA on the UNet and both SDXL text encoders, applied through peft.
+"""LoraAdapters: LoRA on the UNet and both SDXL text encoders, applied through peft.
 
-The manager selects targets (furlora.lora.targets), freezes every base weight, injects peft LoRA
+It installs no hooks (the old name ``LoraHookManager`` suggested it did; it stays as a deprecated alias
+for one release). It selects targets (furlora.lora.targets), freezes every base weight, injects peft LoRA
 layers on exactly those modules (``peft.inject_adapter_in_model`` with an explicit list of
 module names: no hand-written LoRA layers, no monkeypatched ``forward``), keeps LoRA weights in
 fp32 even on fp16 / bf16 models, and then offers per-component enable / disable / scale,
@@ -9,7 +10,7 @@ check, and saving / loading in the diffusers and kohya formats.
 
 Typical use::
 
-    manager = LoraHookManager({"unet": unet, "text_encoder": te1, "text_encoder_2": te2}, config.lora, seed=42)
+    manager = LoraAdapters({"unet": unet, "text_encoder": te1, "text_encoder_2": te2}, config.lora, seed=42)
     report = manager.apply()
     optimizer = torch.optim.AdamW(manager.parameter_groups(), lr=1e-4)
     ...
@@ -42,7 +43,7 @@ ADAPTER_NAME = "furlora"
 _TENSORS = {".lora_A.weight": "lora_A", ".lora_B.weight": "lora_B", ".lora_magnitude_vector": "lora_magnitude_vector"}
 
 
-class LoraHookManager:
+class LoraAdapters:
     """Attach, control, save and load LoRA on ``unet`` / ``text_encoder`` / ``text_encoder_2``.
 
     ``components``: the modules by name (only the components enabled in ``settings`` are touched).
@@ -360,3 +361,13 @@ class LoraHookManager:
         value = getattr(getattr(unet, "config", None), "layers_per_block", 2)
         return value if isinstance(value, int) else 2  # SDXL's value; per-stage lists do not occur in SDXL
 
+
+def __getattr__(name: str) -> Any:
+    # Deprecated alias, kept for one release (0.2 removes it).
+    if name == "LoraHookManager":
+        import warnings
+
+        warnings.warn("furlora LoraHookManager is now LoraAdapters (it injects peft LoRA layers; it installs no "
+                      "hooks); the old name will be removed in the next release", DeprecationWarning, stacklevel=2)
+        return LoraAdapters
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -132,14 +132,14 @@ def _lora_section(component: str, plan: LoraPlan) -> Any:
 def inject_lora(module: nn.Module, component: str, plan: LoraPlan, lora_dtype: str) -> nn.Module:
     """Add LoRA to ``module`` in place with the training's injection path
     (furlora.lora.hooks on the meta device); LoRA weights in ``lora_dtype``."""
-    from furlora.lora.hooks import LoraHookManager
+    from furlora.lora.hooks import LoraAdapters
     from furlora.lora.settings import LoraSettings
 
     others = {c: {"enabled": False} for c in LORA_COMPONENTS if c != component}
     section = _lora_section(component, plan)
     settings = LoraSettings.model_validate({**others, component: section.model_dump()})
     targets = {component: plan.targets} if plan.targets is not None else None
-    manager = LoraHookManager({component: module}, settings, targets=targets)
+    manager = LoraAdapters({component: module}, settings, targets=targets)
     manager.apply()
     for p in manager.trainable_parameters():
         p.data = p.data.to(DTYPES[lora_dtype])

@@ -22,7 +22,7 @@ _EXPORTS = {
     "load_into_pipeline": "furlora.tokens.files",
     "read_embedding_file": "furlora.tokens.files",
     "save_embedding_file": "furlora.tokens.files",
-    "CaptionSettings": "furlora.tokens.settings",
+    "TokenCaptionSettings": "furlora.tokens.settings",
     "TokenConcept": "furlora.tokens.settings",
     "TokenSettings": "furlora.tokens.settings",
     "check_before_loading": "furlora.tokens.vocab",

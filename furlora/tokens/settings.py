@@ -90,8 +90,9 @@ class TokenConcept(Settings):
         return stem or "embedding"
 
 
-class CaptionSettings(Settings):
-    """How the concept names get into the training captions."""
+class TokenCaptionSettings(Settings):
+    """How the concept names get into the training captions (``tokens.caption``; where captions
+    come from is ``data.captions``, :class:`furlora.data.settings.CaptionSettings`)."""
 
     mode: Literal["none", "prefix", "replace", "regions"] = Field(
         "prefix",
@@ -144,7 +145,7 @@ class TokenSettings(Settings):
             "commonly stops them early and lets the LoRA continue); 1.0 = the whole run."
         ),
     )
-    caption: CaptionSettings = Field(default_factory=CaptionSettings)
+    caption: TokenCaptionSettings = Field(default_factory=TokenCaptionSettings)
 
     @model_validator(mode="after")
     def _check(self) -> TokenSettings:

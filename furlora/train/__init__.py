@@ -16,12 +16,20 @@ One job per module (imports point one way: settings <- loss/noise/rng <- step <-
   ``ema``, ``guard`` (NaN/Inf), ``distributed``, ``validation``, ``samples``, ``tracking``, ``export``.
 - ``setup``: checks before weights load, model / LoRA / accelerator set-up. ``trainer``: the loop.
 
-``from furlora.train import Trainer`` is imported lazily (this package stays light to import).
+- ``state``: TrainState (the checkpointed counters) and RunSummary (what ``fit`` returns).
+
+The names below are imported lazily (this package stays light to import).
 """
 
 from __future__ import annotations
 
 from furlora.lazy import lazy_exports
 
-__all__ = ["Trainer"]
-__getattr__ = lazy_exports("furlora.train", {"Trainer": "furlora.train.trainer"})
+_EXPORTS = {
+    "Trainer": "furlora.train.trainer",
+    "TrainState": "furlora.train.state",
+    "RunSummary": "furlora.train.state",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports("furlora.train", _EXPORTS)

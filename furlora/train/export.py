@@ -13,7 +13,7 @@ def export_lora(
 ) -> dict[str, str]:
     """Save ``<lora_dir>/<name>.<format>.safetensors`` per format (+ ``<name>-ema.*`` with EMA).
 
-    ``manager``: the LoraHookManager (its ``save`` writes real alphas and the metadata).
+    ``manager``: the LoraAdapters (its ``save`` writes real alphas and the metadata).
     Returns {format (or "format-ema"): path}.
     """
     lora_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The training-time validation images callback, with a live LoraHookManager."""
+"""The training-time validation images callback, with a live LoraAdapters."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from furlora.train.settings import ValidationSettings
 
 
 def test_callback_renders_every_n_steps_with_and_without_the_lora(tiny_sdxl_inpaint, tmp_path):
-    from furlora.lora.hooks import LoraHookManager
+    from furlora.lora.hooks import LoraAdapters
     from furlora.lora.settings import LoraSettings
     from furlora.models.sdxl import load_sdxl
 
     components = load_sdxl(tiny_sdxl_inpaint)
-    manager = LoraHookManager({"unet": components.unet}, LoraSettings())
+    manager = LoraAdapters({"unet": components.unet}, LoraSettings())
     manager.apply()
     with torch.no_grad():
         for name, param in components.unet.named_parameters():

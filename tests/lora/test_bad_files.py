@@ -10,17 +10,17 @@ from safetensors.torch import load_file, save_file
 
 from furlora.errors import LoraFormatError
 from furlora.lora.formats import load_lora_file
-from furlora.lora.hooks import LoraHookManager
+from furlora.lora.hooks import LoraAdapters
 from furlora.lora.settings import LoraSettings
 
 Q = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"
 
 
-def unet_manager(tiny_sdxl, **unet) -> LoraHookManager:
+def unet_manager(tiny_sdxl, **unet) -> LoraAdapters:
     from furlora.models.sdxl import load_sdxl
 
     settings = {"preset": "attn", "rank": 4, "alpha": 2.0, **unet}
-    manager = LoraHookManager({"unet": load_sdxl(tiny_sdxl).unet}, LoraSettings.model_validate({"unet": settings}), seed=0)
+    manager = LoraAdapters({"unet": load_sdxl(tiny_sdxl).unet}, LoraSettings.model_validate({"unet": settings}), seed=0)
     manager.apply()
     return manager
 

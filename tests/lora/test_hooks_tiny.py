@@ -1,4 +1,4 @@
-"""LoraHookManager on the tiny SDXL: dtypes, gradient flow, scale / disable, merge, groups, seeds."""
+"""LoraAdapters on the tiny SDXL: dtypes, gradient flow, scale / disable, merge, groups, seeds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 from lora_helpers import max_diff, sdxl_forward, tiny_inputs
 
 from furlora.errors import LoraFormatError, TrainingError
-from furlora.lora.hooks import LoraHookManager
+from furlora.lora.hooks import LoraAdapters
 from furlora.lora.settings import LoraSettings
 
 ALL_THREE = {
@@ -17,15 +17,15 @@ ALL_THREE = {
 }
 
 
-def hook(tiny, config=ALL_THREE, seed=0) -> LoraHookManager:
-    manager = LoraHookManager(
+def hook(tiny, config=ALL_THREE, seed=0) -> LoraAdapters:
+    manager = LoraAdapters(
         {"unet": tiny.unet, "text_encoder": tiny.text_encoder, "text_encoder_2": tiny.text_encoder_2},
         LoraSettings.model_validate(config), seed=seed)
     manager.apply()
     return manager
 
 
-def perturb(manager: LoraHookManager, seed: int = 1, std: float = 0.1) -> None:
+def perturb(manager: LoraAdapters, seed: int = 1, std: float = 0.1) -> None:
     """Give every LoRA weight (including the zero-initialised B) a non-zero value."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():

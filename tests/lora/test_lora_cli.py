@@ -9,7 +9,7 @@ import torch
 
 from furlora.cli.main import main
 from furlora.lora.formats import load_lora_file
-from furlora.lora.hooks import LoraHookManager
+from furlora.lora.hooks import LoraAdapters
 from furlora.lora.settings import LoraSettings
 
 
@@ -20,7 +20,7 @@ def lora_file(tiny_sdxl, tmp_path_factory):
     tiny = load_sdxl(tiny_sdxl)
     settings = LoraSettings.model_validate({"unet": {"preset": ["attn", "conv"], "rank": 4, "alpha": 2},
                                             "text_encoder": {"enabled": True, "rank": 2, "alpha": 1}})
-    manager = LoraHookManager({"unet": tiny.unet, "text_encoder": tiny.text_encoder}, settings, seed=0)
+    manager = LoraAdapters({"unet": tiny.unet, "text_encoder": tiny.text_encoder}, settings, seed=0)
     manager.apply()
     with torch.no_grad():
         for p in manager.trainable_parameters():

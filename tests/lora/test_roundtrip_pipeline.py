@@ -11,7 +11,7 @@ from lora_helpers import max_diff, sdxl_forward, tiny_inputs
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from furlora.lora.hooks import LoraHookManager
+from furlora.lora.hooks import LoraAdapters
 from furlora.lora.settings import LoraSettings
 
 # alpha != rank everywhere, different per component; conv LoRA included (kohya's LoCon naming)
@@ -31,7 +31,7 @@ def trained(tiny_sdxl, tmp_path_factory):
     inputs = tiny_inputs(seed=3)
     with torch.no_grad():
         base = sdxl_forward(tiny.unet, tiny.text_encoder, tiny.text_encoder_2, inputs)
-    manager = LoraHookManager({"unet": tiny.unet, "text_encoder": tiny.text_encoder,
+    manager = LoraAdapters({"unet": tiny.unet, "text_encoder": tiny.text_encoder,
                                "text_encoder_2": tiny.text_encoder_2}, LoraSettings.model_validate(CONFIG), seed=0)
     manager.apply()
     optimizer = torch.optim.AdamW(manager.parameter_groups(), lr=2e-2)
@@ -84,7 +84,7 @@ def test_file_loads_back_into_the_manager_with_the_same_weights(trained, tiny_sd
     from furlora.models.sdxl import load_sdxl
 
     tiny = load_sdxl(tiny_sdxl)
-    manager = LoraHookManager({"unet": tiny.unet, "text_encoder": tiny.text_encoder,
+    manager = LoraAdapters({"unet": tiny.unet, "text_encoder": tiny.text_encoder,
                                "text_encoder_2": tiny.text_encoder_2}, LoraSettings.model_validate(CONFIG), seed=7)
     manager.apply()
     weights = manager.load(trained["files"][fmt])

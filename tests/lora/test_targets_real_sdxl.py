@@ -9,7 +9,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from furlora.errors import TargetError
-from furlora.lora.hooks import LoraHookManager
+from furlora.lora.hooks import LoraAdapters
 from furlora.lora.settings import LoraSettings, TextEncoderLoraSettings, UnetLoraSettings
 from furlora.lora.targets import select_targets
 
@@ -109,7 +109,7 @@ def test_apply_on_meta_wraps_each_selected_module_exactly_once():
     settings = LoraSettings.model_validate(
         {"unet": {"preset": ["attn", "conv"], "rank": 4, "alpha": 2},
          "text_encoder": {"enabled": True}, "text_encoder_2": {"enabled": True, "rank": 8}})
-    manager = LoraHookManager(components, settings, model_name="sdxl-meta")
+    manager = LoraAdapters(components, settings, model_name="sdxl-meta")
     report = manager.apply()
     wrapped = {n: [m for m in c.modules() if isinstance(m, LoraLayer)] for n, c in components.items()}
     assert {n: len(w) for n, w in wrapped.items()} == {"unet": 605, "text_encoder": 48, "text_encoder_2": 128}
@@ -123,7 +123,7 @@ def test_apply_on_meta_wraps_each_selected_module_exactly_once():
         manager.apply()
     # A second manager on the hooked model refuses instead of wrapping again.
     with pytest.raises(TargetError, match="already has peft/LoRA layers"):
-        LoraHookManager(components, settings).apply()
+        LoraAdapters(components, settings).apply()
 
 
 def test_coverage_warns_about_text_encoder_1_last_layer(real_sdxl):

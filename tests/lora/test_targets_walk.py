@@ -8,7 +8,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from furlora.errors import TargetError
-from furlora.lora.hooks import LoraHookManager
+from furlora.lora.hooks import LoraAdapters
 from furlora.lora.settings import LoraSettings, UnetLoraSettings
 from furlora.lora.targets import select_targets, walk_modules
 
@@ -47,7 +47,7 @@ def test_shared_module_is_hooked_once_reported_and_stays_tied():
     assert sel.skipped["shared"] == ["deep.inner.again", "stack.0"]
     x = torch.randn(3, 4)
     base = model(x)
-    manager = LoraHookManager({"unet": model}, settings, seed=0)
+    manager = LoraAdapters({"unet": model}, settings, seed=0)
     report = manager.apply()
     assert report.components["unet"].hooked == 2
     assert report.components["unet"].skipped["shared"]["names"] == ["deep.inner.again", "stack.0"]
@@ -88,9 +88,9 @@ def test_preset_matching_nothing_is_an_error():
 
 def test_manager_checks_components():
     with pytest.raises(TargetError, match="lora.text_encoder.enabled is true but no text_encoder module"):
-        LoraHookManager({"unet": Shared()}, LoraSettings.model_validate({"text_encoder": {"enabled": True}}))
+        LoraAdapters({"unet": Shared()}, LoraSettings.model_validate({"text_encoder": {"enabled": True}}))
     with pytest.raises(TargetError, match="unknown components"):
-        LoraHookManager({"vae": Shared()}, LoraSettings())
+        LoraAdapters({"vae": Shared()}, LoraSettings())
 
 
 def test_shared_module_first_seen_deeper_by_depth_first_walks():
@@ -102,7 +102,7 @@ def test_shared_module_first_seen_deeper_by_depth_first_walks():
     model.deep.inner.again = nn.Linear(3, 3)
     model.proj = model.deep.inner.again
     settings = LoraSettings(unet=UnetLoraSettings(preset="all-linear", rank=1, alpha=1))
-    manager = LoraHookManager({"unet": model}, settings, seed=0)
+    manager = LoraAdapters({"unet": model}, settings, seed=0)
     report = manager.apply()
     assert report.components["unet"].targets == ["proj"]
     assert report.components["unet"].skipped["shared"]["names"] == ["deep.inner.again"]

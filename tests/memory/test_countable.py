@@ -129,8 +129,8 @@ def test_old_planner_names_of_real_sdxl_say_what_to_write():
 
 
 def test_planner_lora_is_the_training_injection():
-    """The planner's LoRA tensors are those LoraHookManager creates on a real (CPU) module."""
-    from furlora.lora.hooks import LoraHookManager
+    """The planner's LoRA tensors are those LoraAdapters creates on a real (CPU) module."""
+    from furlora.lora.hooks import LoraAdapters
     from furlora.models.architecture import build_component, component_config
     from furlora.lora.settings import LoraSettings
     from furlora.memory.params import inject_lora, trainable_parameters
@@ -139,6 +139,6 @@ def test_planner_lora_is_the_training_injection():
     shapes = sorted(tuple(p.shape) for p in trainable_parameters(meta))
     settings = LoraSettings.model_validate({"unet": {"enabled": False}, "text_encoder_2": {"enabled": True, "rank": 3}})
     module = build_component("text_encoder_2", component_config(ARCH, "text_encoder_2"), device="cpu")
-    real = LoraHookManager({"text_encoder_2": module}, settings)
+    real = LoraAdapters({"text_encoder_2": module}, settings)
     real.apply()
     assert shapes == sorted(tuple(p.shape) for p in real.trainable_parameters()) and len(shapes) == 2 * 4 * 2  # 2 layers x q/k/v/out x (A, B)

@@ -1,4 +1,4 @@
-"""LoRA on both text encoders plus learned tokens (pivotal tuning) with the real LoraHookManager.
+"""LoRA on both text encoders plus learned tokens (pivotal tuning) with the real LoraAdapters.
 
 The trainer wires the same pieces (see furlora.tokens.embeddings); this test drives them with a
 minimal loop: tokens before or after LoRA injection, one AdamW over both, exact resume.
@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from furlora.lora.hooks import LoraHookManager
+from furlora.lora.hooks import LoraAdapters
 from furlora.lora.settings import LoraSettings
 from furlora.tokens import TokenSettings, prepare_tokens
 
@@ -27,7 +27,7 @@ def _setup(parts, tokens_first: bool, seed: int = 0):
         learning_rate=1e-2,
         train_fraction=0.5,
     )
-    manager = LoraHookManager({e: getattr(parts, e) for e in ENCODERS}, lora, seed=seed)
+    manager = LoraAdapters({e: getattr(parts, e) for e in ENCODERS}, lora, seed=seed)
     if tokens_first:
         tokens = prepare_tokens(parts, token_settings, seed=seed)
         manager.apply()
