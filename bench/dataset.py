@@ -7,6 +7,13 @@ An SDXL LoRA step at 1024 px, batch 1, takes about 0.25 s on an H100, i.e. it co
 4 samples/s; the target is >= 10 samples/s per worker so data loading never starves the GPU.
 
     python bench/dataset.py [--samples 48] [--resolution 1024]
+
+``--mode cache``: the latent cache at 1024 px for both objectives (tiny-sdxl: 4-channel,
+tiny-sdxl-inpaint: 9-channel, around_mask crops): a first epoch that fills the cache (the caching
+pass) vs a second epoch that reads it (each sample through ``prepare_batch``, as a training step),
+with the VAE's ``encode`` calls counted (the second epoch must make none).
+
+    python bench/dataset.py --mode cache [--images 3] [--variants 1] [--holes 1]
 """
 
 from __future__ import annotations
@@ -27,11 +34,82 @@ H100_SDXL_SAMPLES_PER_S = 4.0
 TARGET_PER_WORKER = 10.0
 
 
+def bench_cache(args: argparse.Namespace) -> None:
+    """First epoch filling the latent cache vs a second reading it, both objectives, VAE calls counted."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from furlora.config import load_config
+    from furlora.data.buckets import BucketBatchSampler
+    from furlora.data.dataset import collate_samples
+    from furlora.models.sdxl import load_sdxl
+    from furlora.train.cache_pass import fill_latent_cache
+    from furlora.train.encode import BatchEncoder
+    from furlora.train.noise import draw_step
+    from furlora.train.setup import build_dataset
+    from furlora.train.step import prepare_batch
+    from furlora.train.stream import BatchStream
+
+    torch.set_num_threads(args.threads)
+    root = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix="furlora-bench-cache-"))
+    data = work / "data"
+    data.mkdir()
+    for i in range(args.images):  # the first dogs of the bundled set
+        for file in (root / "datasets" / "spitz-fur" / "train").glob(f"dog_{i:03d}.*"):
+            shutil.copy(file, data / file.name)
+    print(f"{args.images} bundled images at {args.resolution} px, data.cache.variants={args.variants}, data.cache.holes={args.holes}, "
+          f"{args.threads} thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
+    for model, inpaint in (("tiny-sdxl", False), ("tiny-sdxl-inpaint", True)):
+        config = load_config(None, [
+            f"model.source={model}", f"data.path={data}", f"data.resolution={args.resolution}", "data.augment.crop=around_mask",
+            f"data.cache.variants={args.variants}", f"data.cache.holes={args.holes}", "train.batch_size=1",
+            f"train.full_mask_fraction={0.1 if inpaint else 0.0}", f"output_dir={work / model}",
+        ])
+        components = load_sdxl(model)
+        real_encode, calls = components.vae.encode, [0]
+
+        def counting(*a, _real=real_encode, **k):
+            calls[0] += 1
+            return _real(*a, **k)
+
+        components.vae.encode = counting
+        dataset = build_dataset(config)
+        encoder = BatchEncoder(components, torch.device("cpu"), cache_dir=work / model / "cache")
+        start = time.perf_counter()
+        report = fill_latent_cache(dataset, encoder, inpaint, full_mask=inpaint, progress=False)
+        first, first_calls = time.perf_counter() - start, calls[0]
+        stream = BatchStream(dataset, BucketBatchSampler(dataset, 1, 0), collate_samples, prefetch=False)
+        stream.load_state_dict({"epoch": 1, "position": 0})
+        start, steps = time.perf_counter(), 0
+        while True:
+            batch = stream.next()
+            if stream.epoch != 1:
+                break
+            draws = draw_step(0, steps, 0, 0, encoder.latent_shape(batch["pixel_values"].shape), 1000, 0.0, 0.1 if inpaint else 0.0)
+            prepare_batch(batch, draws, encoder, inpaint, False)
+            steps += 1
+        second, second_calls = time.perf_counter() - start, calls[0] - first_calls
+        kind = "9-channel" if inpaint else "4-channel"
+        print(f"{model} ({kind}): epoch 1 fills the cache: {first:6.1f} s, {first_calls} VAE encodes ({report.entries} entries); "
+              f"epoch 2 reads it: {second:6.1f} s for {steps} samples, {second_calls} VAE encodes; "
+              f"epoch 2 / epoch 1: {second / first:.3f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=["samples", "cache"], default="samples")
     parser.add_argument("--samples", type=int, default=48, help="samples to time (after 3 warm-up samples)")
     parser.add_argument("--resolution", type=int, default=1024)
+    parser.add_argument("--images", type=int, default=3, help="cache: bundled images to use")
+    parser.add_argument("--variants", type=int, default=1, help="cache: data.cache.variants")
+    parser.add_argument("--holes", type=int, default=1, help="cache: data.cache.holes")
+    parser.add_argument("--threads", type=int, default=1, help="cache: torch threads")
     args = parser.parse_args()
+    if args.mode == "cache":
+        bench_cache(args)
+        return
     torch.set_num_threads(1)  # one worker = one core: no intra-op threads in torch or OpenCV
     cv2.setNumThreads(1)
     settings = DataSettings(
