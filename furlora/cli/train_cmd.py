@@ -104,8 +104,8 @@ def _again(command: str, target: str, overrides: list[str], *extra: str) -> str:
 
 
 def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
-    print(f"trained {summary['name']!r}: step {summary['global_step']}/{summary['max_steps']}, completed"
-          f" ({summary['objective']} objective, {summary['skipped_steps']} skipped steps)")
+    print(f"trained {summary['name']!r}: step {summary['global_step']}/{summary['max_steps']}"
+          f" ({summary['objective']} objective, {summary['skipped_steps']} skipped steps), completed")
     if summary.get("resumed_from"):
         print(f"  resumed from {summary['resumed_from']}")
     if summary.get("val_loss") is not None:
