@@ -23,16 +23,9 @@ from __future__ import annotations
 
 from furlora.lazy import lazy_exports
 
-_EXPORTS = {
-    "DataSettings": "furlora.data.settings",
-    "MaskedDataset": "furlora.data.dataset",
-    "collate_samples": "furlora.data.dataset",
-    "BucketBatchSampler": "furlora.data.buckets",
-    "validate_dataset": "furlora.data.validate",
-    "ValidationReport": "furlora.data.report",
-    "merge_regions": "furlora.data.masks",
-    "write_preview": "furlora.data.preview",
-}
+_EXPORTS = {"DataSettings": "furlora.data.settings", "MaskedDataset": "furlora.data.dataset", "collate_samples": "furlora.data.dataset",
+            "BucketBatchSampler": "furlora.data.buckets", "validate_dataset": "furlora.data.validate",
+            "ValidationReport": "furlora.data.report", "merge_regions": "furlora.data.masks", "write_preview": "furlora.data.preview"}
 
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports("furlora.data", _EXPORTS)

@@ -20,16 +20,10 @@ from __future__ import annotations
 
 from furlora.lazy import lazy_exports
 
-_EXPORTS = {
-    "ModelSettings": "furlora.models.settings",
-    "SDXLComponents": "furlora.models.sdxl",
-    "load_sdxl": "furlora.models.sdxl",
-    "resolve_model_path": "furlora.models.sdxl",
-    "inspect_model_folder": "furlora.models.sdxl",
-    "ensure_tiny_model": "furlora.models.tiny",
-    "build_meta_sdxl": "furlora.models.architecture",
-    "encode_prompt": "furlora.models.conditioning",
-}
+_EXPORTS = {"ModelSettings": "furlora.models.settings", "SDXLComponents": "furlora.models.sdxl",
+            "load_sdxl": "furlora.models.sdxl", "resolve_model_path": "furlora.models.sdxl",
+            "inspect_model_folder": "furlora.models.sdxl", "ensure_tiny_model": "furlora.models.tiny",
+            "build_meta_sdxl": "furlora.models.architecture", "encode_prompt": "furlora.models.conditioning"}
 
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports("furlora.models", _EXPORTS)

@@ -61,17 +61,21 @@ class RunSummary(Mapping[str, Any]):
     val_loss: float | None
     val_loss_base: float | None
     validations: list[Validation]
+    """Every validation of the training (resumes included), in step order."""
     train_seconds: float
+    """Wall time of the training loop over every run of this training."""
     seconds_per_step_this_run: float | None
+    """Of this process's run only (None when it did no step)."""
     trainable_parameters: int
     processes: int
+    checkpoint: str | None
+    """Name of the newest complete checkpoint in ``checkpoint_dir``."""
     lora_files: dict[str, str]
     """Format (diffusers, kohya, ...) -> exported LoRA file; empty when the run stopped early."""
+    checkpoint_dir: str
     embedding_files: dict[str, str]
     """Learned-token concept -> exported embedding file."""
     tokens: list[str]
-    checkpoint: str | None
-    checkpoint_dir: str
     config_hash: str
     ended: str = "completed"
     """How the run ended: ``completed`` (max_steps reached, exported), ``signal`` (SIGTERM /
