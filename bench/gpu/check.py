@@ -21,7 +21,17 @@ from gpu.budget import Budget
 from gpu.compare import empty_compare, run_compare
 from gpu.levers import SDPA_CHOICES, Levers, apply_global
 from gpu.lora_check import empty_check, lora_round_trip
-from gpu.presets import PRESETS, RunOptions, add_plan, describe, free_device, plan_run, prepare, run_preset
+from gpu.presets import (
+    PRESETS,
+    RunOptions,
+    add_plan,
+    describe,
+    empty_result,
+    free_device,
+    plan_run,
+    prepare,
+    run_preset,
+)
 from gpu.report import SCHEMA, commit_of, environment, markdown, write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +47,11 @@ MIN_PRESET_GPU = 25.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench/gpu_check.py", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="bench/gpu_check.py",
+        description="Real-size SDXL presets on an accelerator: s/step, peak memory vs the planner, caching and "
+                    "checkpoint time, the comparison and a diffusers LoRA round trip, in one budgeted run.",
+    )
     p.add_argument("--out", required=True, type=Path, help="folder for gpu_check.json, gpu_check.md and the log")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cuda, cuda:N or cpu")
     p.add_argument("--size", choices=("real", "tiny"), default="real", help="real-size SDXL or the tiny models")
@@ -106,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     options = RunOptions(args.size, device, args.steps, args.warmup_steps, args.checkpoint_every, work, levers,
                          REPO / "configs", tuple(args.overrides))
+    # The comparison needs an inpainting-capable LoRA: by default the sdxl-inpainting preset's.
     compare_preset = args.compare_preset if args.compare_preset in args.presets else args.presets[0]
     compare, check = empty_compare(), empty_check()
     notes: list[str] = []
@@ -140,14 +155,22 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("comparison failed:\n%s", traceback.format_exc())
         logger.info("comparison: %s", compare["status"])
 
-    prepared = {preset: prepare(preset, options) for preset in args.presets}
+    prepared, results = {}, []
+    for preset in args.presets:
+        try:
+            prepared[preset] = prepare(preset, options)
+        except Exception as exc:  # noqa: BLE001 - e.g. a preset that no longer validates
+            failed = empty_result(preset)
+            failed.update(status="failed", reason=f"{type(exc).__name__}: {exc}")
+            results.append(failed)
+            logger.error("%s: cannot prepare: %s", preset, exc)
     # The planner predicts each run on spare CPU cores while the device trains.
-    planner = ProcessPoolExecutor(max_workers=max(1, min(len(prepared), (os.cpu_count() or 2) - 1)),
+    planner = ProcessPoolExecutor(max_workers=max(1, min(len(prepared) or 1, (os.cpu_count() or 2) - 1)),
                                   mp_context=multiprocessing.get_context("spawn"))
-    plans = {p: planner.submit(plan_run, prepared[p].config, device.type) for p in args.presets}
-    results: list[dict[str, Any]] = []
-    for index, preset in enumerate(args.presets):
-        share = budget.share(len(args.presets) - index)
+    plans = {p: planner.submit(plan_run, prepared[p].config, device.type) for p in prepared}
+    runnable = list(prepared)
+    for index, preset in enumerate(runnable):
+        share = budget.share(len(runnable) - index)
         if share < min_preset:
             result = describe(prepared[preset], options)
             result["reason"] = f"time budget: {max(0.0, share):.0f} s left for it"
@@ -168,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                     _fmt(result["seconds_per_step"]), _fmt(result["peak_reserved_bytes"], 1 << 30, " GiB"))
     logger.info("waiting for the planner")
     for result in results:
-        add_plan(result, plans[result["preset"]].result())
+        if result["preset"] in plans:
+            add_plan(result, plans[result["preset"]].result())
     planner.shutdown()
     if compare_wanted and compare["status"] == "skipped":
         budget.skip("compare and LoRA round trip", compare["reason"])
