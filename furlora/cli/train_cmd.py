@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from furlora.errors import ConfigError
+from furlora.train.state import RunSummary
 
 
 #: The demo's config, shipped in the project's configs/ folder.
@@ -64,7 +65,7 @@ def _check_resume(value: str) -> str:
     return value
 
 
-def _run(config: Any, resume: str, again: str) -> tuple[dict[str, Any], int]:
+def _run(config: Any, resume: str, again: str) -> tuple[RunSummary, int]:
     """Train; returns the summary and the exit status (0, or 143 / 130 / 75 for a stop before max_steps).
 
     ``again``: the command that continues this run, printed when it stops early.
@@ -82,12 +83,12 @@ def _run(config: Any, resume: str, again: str) -> tuple[dict[str, Any], int]:
     return summary, trainer.ended.exit_status if trainer.ended is not None else 0
 
 
-def _print_stopped(summary: dict[str, Any], again: str) -> None:
-    why = {"signal": f"stopped by {summary['stop_signal']}", "time_budget": "stopped by train.max_wall_time"}
-    print(f"{why.get(summary['ended'], summary['ended'])}: {summary['name']!r} at step "
-          f"{summary['global_step']}/{summary['max_steps']} (not exported: the run is not finished)")
-    print(f"  checkpoint: {summary['checkpoint']} in {summary['checkpoint_dir']}")
-    processes = summary["processes"]
+def _print_stopped(summary: RunSummary, again: str) -> None:
+    why = {"signal": f"stopped by {summary.stop_signal}", "time_budget": "stopped by train.max_wall_time"}
+    print(f"{why.get(summary.ended, summary.ended)}: {summary.name!r} at step "
+          f"{summary.global_step}/{summary.max_steps} (not exported: the run is not finished)")
+    print(f"  checkpoint: {summary.checkpoint} in {summary.checkpoint_dir}")
+    processes = summary.processes
     if processes > 1:
         launcher = f"torchrun --nproc_per_node {processes} -m furlora.cli.main {again[len('furlora '):]}"
         print(f"  resume: run the same launcher command again, e.g. {launcher}")
@@ -103,23 +104,23 @@ def _again(command: str, target: str, overrides: list[str], *extra: str) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
-    print(f"trained {summary['name']!r}: step {summary['global_step']}/{summary['max_steps']}"
-          f" ({summary['objective']} objective, {summary['skipped_steps']} skipped steps), completed")
-    if summary.get("resumed_from"):
-        print(f"  resumed from {summary['resumed_from']}")
-    if summary.get("val_loss") is not None:
-        base, lora = summary.get("val_loss_base"), summary["val_loss"]
+def _print_summary(summary: RunSummary, output_dir: Path) -> None:
+    print(f"trained {summary.name!r}: step {summary.global_step}/{summary.max_steps}"
+          f" ({summary.objective} objective, {summary.skipped_steps} skipped steps), completed")
+    if summary.resumed_from:
+        print(f"  resumed from {summary.resumed_from}")
+    if summary.val_loss is not None:
+        base, lora = summary.val_loss_base, summary.val_loss
         line = f"  masked validation loss: LoRA {lora:.5f}"
         if base is not None:
             change = 100.0 * (lora - base) / base if base else 0.0
             line += f", base model {base:.5f} ({change:+.2f}%)"
         print(line)
-    for fmt, path in summary.get("lora_files", {}).items():
+    for fmt, path in summary.lora_files.items():
         print(f"  LoRA ({fmt}): {path}")
-    for token, path in summary.get("embedding_files", {}).items():
+    for token, path in summary.embedding_files.items():
         print(f"  token embeddings ({token}): {path}")
-    print(f"  checkpoint: {summary.get('checkpoint')} in {summary.get('checkpoint_dir')}")
+    print(f"  checkpoint: {summary.checkpoint} in {summary.checkpoint_dir}")
     print(f"  summary: {output_dir / 'train_summary.json'}")
 
 
@@ -157,12 +158,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _demo_in_folder(args: argparse.Namespace, config: Any, started: float) -> int:
     again = _again("demo", "", args.overrides, "--output", args.output)
-    summary, status = _run(config, _check_resume(args.resume), again)
+    run, status = _run(config, _check_resume(args.resume), again)
     if status:
         return status  # stopped early with a checkpoint: the comparison needs the finished LoRA
     output = Path(config.output_dir)
-    report = _comparison_report(config, summary, output)
-    summary["demo_seconds"] = time.perf_counter() - started
+    report = _comparison_report(config, run, output)
+    summary = {**run.to_dict(), "demo_seconds": time.perf_counter() - started}
     if report is not None:
         summary["comparison_report"] = str(report)
         summary["comparison"] = _comparison_summary(report.parent / "metrics.json")
@@ -187,7 +188,7 @@ def _comparison_summary(metrics_file: Path) -> dict[str, dict[str, float]]:
     return {variant: {k: float(row[k]) for k in keys if k in row} for variant, row in table.items()}
 
 
-def _comparison_report(config: Any, summary: dict[str, Any], output: Path) -> Path | None:
+def _comparison_report(config: Any, summary: RunSummary, output: Path) -> Path | None:
     """The with/without-LoRA comparison of the finished run (its index.html, or None)."""
     from furlora.eval.compare import demo_comparison
 

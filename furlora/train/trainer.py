@@ -58,6 +58,7 @@ from furlora.train.setup import (
     under,
 )
 from furlora.train.step import prepare_batch, resolve_prediction_type, training_loss
+from furlora.train.state import RunSummary, TrainState
 from furlora.train.stop import StopControl, StopDecision, format_duration
 from furlora.train.stream import BatchStream
 from furlora.train.threads import available_cpus
@@ -206,18 +207,22 @@ class Trainer:
         )
         self.config_dict = config.to_dict()
         self.config_hash = config_hash(self.config_dict)
-        self.global_step = 0
-        self.phase: int | None = None
+        self.state = TrainState(resolution=config.data.resolution)  # checkpointed counters
         self.stream: BatchStream | None = None
-        self.resolution = config.data.resolution
-        self.resumed_from: str | None = None
-        self.validations: list[dict[str, float]] = []
-        self.last_metrics: dict[str, float] = {}
         self.loss_log = LossLog()  # region / hole figures, summed on the device between logging steps
-        self.train_seconds = 0.0
-        self._segment_start: float | None = None
+        # This process's run (not checkpointed): where it resumed, its last metrics, its files.
+        self.resumed_from: str | None = None
+        self.last_metrics: dict[str, float] = {}
         self.run_seconds = 0.0
+        self.steps_this_run = 0
+        self.files: dict[str, str] = {}
+        self._segment_start: float | None = None
         self._last_saved_step = -1
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps done (:attr:`state`.global_step)."""
+        return self.state.global_step
 
     def _log_memory_plan(self) -> None:
         """Log what ``furlora plan`` predicts for this run, before the weights load (advice only)."""
@@ -229,7 +234,7 @@ class Trainer:
     def elapsed_seconds(self) -> float:
         """Wall time of the training loop over every run of this training (resumes included)."""
         running = time.perf_counter() - self._segment_start if self._segment_start is not None else 0.0
-        return self.train_seconds + running
+        return self.state.train_seconds + running
 
     # ------------------------------------------------------------------ precision
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -243,7 +248,7 @@ class Trainer:
     def _ensure_phase(self) -> None:
         """Switch dataset / stream when the resolution schedule enters a new phase."""
         phase, resolution = resolution_at(self.global_step, self.settings.resolution_schedule, self.config.data.resolution)
-        if phase == self.phase and self.stream is not None:
+        if phase == self.state.phase and self.stream is not None:
             return
         from furlora.data.buckets import BucketBatchSampler
 
@@ -263,7 +268,7 @@ class Trainer:
             self.accelerator.wait_for_everyone()
         sampler = BucketBatchSampler(dataset, self.settings.batch_size, derive_seed(self.config.seed, "sampler", phase))
         self.stream = BatchStream(dataset, sampler, self.collate, self.world, self.rank)
-        self.phase, self.resolution = phase, resolution
+        self.state.phase, self.state.resolution = phase, resolution
 
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> dict[str, float]:
@@ -332,7 +337,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         lr = self.lr_scheduler.get_last_lr()
         self.lr_scheduler.step()
-        self.global_step += 1
+        self.state.global_step += 1
         metrics = {
             "loss": loss_value,
             "grad_norm": grad_norm,
@@ -340,7 +345,7 @@ class Trainer:
             "skipped_steps": float(self.guard.total),
             "updated": float(updated),
             "memory_mib": memory_mib(self.device),
-            "resolution": float(self.resolution),
+            "resolution": float(self.state.resolution),
         }
         for group, value in zip(self.optimizer.param_groups, lr):
             if "name" in group:
@@ -366,12 +371,11 @@ class Trainer:
         if self.tokens is not None:
             training["tokens"] = dict(self.tokens.state_dict())  # live: the writer's pack() copies them
         meta = {
-            "global_step": self.global_step,
-            "stream": {"phase": self.phase, **(self.stream.state_dict() if self.stream else {"epoch": 0, "position": 0})},
+            **self.state.checkpoint_meta(),
+            "train_seconds": self.elapsed_seconds(),  # the loop's running segment included
+            "stream": {"phase": self.state.phase, **(self.stream.state_dict() if self.stream else {"epoch": 0, "position": 0})},
             "guard": self.guard.state_dict(),
             "ema_updates": self.ema.updates if self.ema is not None else 0,
-            "validations": self.validations,
-            "train_seconds": self.elapsed_seconds(),
             "config": self.config_dict,
             "config_hash": self.config_hash,
         }
@@ -425,12 +429,10 @@ class Trainer:
         if self.ema is not None and state.ema is not None:
             self.ema.load_state_dict(state.ema, state.meta.get("ema_updates", 0))
         self.guard.load_state_dict(state.meta["guard"])
-        self.global_step = int(state.meta["global_step"])
-        self.validations = list(state.meta.get("validations", []))
-        self.train_seconds = float(state.meta.get("train_seconds", 0.0))
+        self.state.restore(state.meta)
         stream_state = state.meta["stream"]
         self._ensure_phase()
-        if stream_state.get("phase") == self.phase:
+        if stream_state.get("phase") == self.state.phase:
             self.stream.load_state_dict(stream_state)
         self._last_saved_step = self.global_step
         self.resumed_from = str(state.path)
@@ -463,7 +465,7 @@ class Trainer:
             entry = {"step": self.global_step, "val_loss": self.validate()}
             if final:
                 entry["val_loss_base"] = self.validate(base=True)
-            self.validations.append(entry)
+            self.state.validations.append(entry)
             v = self.settings.validation
             if v.sample_images:
                 from furlora.train.samples import write_sample_grid
@@ -477,7 +479,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ the loop
-    def fit(self) -> dict[str, Any]:
+    def fit(self) -> RunSummary:
         """Train to ``train.max_steps``; returns (and writes) the run summary."""
         settings = self.settings
         try:
@@ -496,7 +498,7 @@ class Trainer:
             raise
         except Exception as exc:
             self._stop_writer_quietly()
-            oom = out_of_memory(exc, settings, self.resolution)
+            oom = out_of_memory(exc, settings, self.state.resolution)
             if oom is not None:
                 raise oom from exc
             raise
@@ -542,7 +544,7 @@ class Trainer:
             if self.ended is not None:
                 break
         self.run_seconds = time.perf_counter() - started
-        self.train_seconds += self.run_seconds
+        self.state.train_seconds += self.run_seconds
         self._segment_start = None
         self.steps_this_run = self.global_step - start_step
         if self.ended is not None:
@@ -620,40 +622,38 @@ class Trainer:
         return self.files
 
     @property
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RunSummary:
         """The run summary (also written as ``train_summary.json``)."""
-        final = self.validations[-1] if self.validations else {}
-        steps = getattr(self, "steps_this_run", 0)
-        files: dict[str, str] = getattr(self, "files", {})
-        return {
-            "name": self.config.name,
-            "global_step": self.global_step,
-            "max_steps": self.settings.max_steps,
-            "objective": "inpaint" if self.inpaint else "masked",
-            "prediction_type": self.prediction_type,
-            "resumed_from": self.resumed_from,
-            "skipped_steps": self.guard.total,
-            "final_loss": self.last_metrics.get("loss"),
-            "val_loss": final.get("val_loss"),
-            "val_loss_base": final.get("val_loss_base"),
-            "validations": self.validations,
-            "train_seconds": self.train_seconds,
-            "seconds_per_step_this_run": (self.run_seconds / steps) if steps else None,
-            "trainable_parameters": sum(p.numel() for p in self.parameters),
-            "processes": self.world,
-            "lora_files": {k: v for k, v in files.items() if not k.startswith(EMBEDDING_PREFIX)},
-            "embedding_files": {k[len(EMBEDDING_PREFIX):]: v for k, v in files.items() if k.startswith(EMBEDDING_PREFIX)},
-            "tokens": self.tokens.tokens if self.tokens is not None else [],
-            "checkpoint": latest_complete_name(self.checkpoint_dir),
-            "checkpoint_dir": str(self.checkpoint_dir),
-            "config_hash": self.config_hash,
-            # How the run ended: "completed" (max_steps reached, exported), "signal" (SIGTERM /
-            # Ctrl-C) or "time_budget" (train.max_wall_time); the last two checkpoint and do not export.
-            "ended": self.ended.reason if self.ended is not None else "completed",
-            "stop_signal": self.ended.signal_name if self.ended is not None else None,
-        }
+        state = self.state
+        final = state.validations[-1] if state.validations else {}
+        steps = self.steps_this_run
+        return RunSummary(
+            name=self.config.name,
+            global_step=state.global_step,
+            max_steps=self.settings.max_steps,
+            objective="inpaint" if self.inpaint else "masked",
+            prediction_type=self.prediction_type,
+            resumed_from=self.resumed_from,
+            skipped_steps=self.guard.total,
+            final_loss=self.last_metrics.get("loss"),
+            val_loss=final.get("val_loss"),
+            val_loss_base=final.get("val_loss_base"),
+            validations=state.validations,
+            train_seconds=state.train_seconds,
+            seconds_per_step_this_run=(self.run_seconds / steps) if steps else None,
+            trainable_parameters=sum(p.numel() for p in self.parameters),
+            processes=self.world,
+            lora_files={k: v for k, v in self.files.items() if not k.startswith(EMBEDDING_PREFIX)},
+            embedding_files={k[len(EMBEDDING_PREFIX):]: v for k, v in self.files.items() if k.startswith(EMBEDDING_PREFIX)},
+            tokens=self.tokens.tokens if self.tokens is not None else [],
+            checkpoint=latest_complete_name(self.checkpoint_dir),
+            checkpoint_dir=str(self.checkpoint_dir),
+            config_hash=self.config_hash,
+            ended=self.ended.reason if self.ended is not None else "completed",
+            stop_signal=self.ended.signal_name if self.ended is not None else None,
+        )
 
     def write_summary(self) -> Path:
         path = self.output_dir / "train_summary.json"
-        path.write_text(json.dumps(self.summary, indent=2) + "\n")
+        path.write_text(json.dumps(self.summary.to_dict(), indent=2) + "\n")
         return path

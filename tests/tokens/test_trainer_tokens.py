@@ -95,7 +95,7 @@ def test_lora_plus_token_resume_through_the_trainer_is_bit_exact(tmp_path, model
     assert resumed.summary["embedding_files"] == {"spitz-fur": resumed.files[files[0]]}
     assert all(not k.startswith("embedding") for k in resumed.summary["lora_files"])
     # Validation saw the token captions too, and matches across the interruption.
-    assert [v["val_loss"] for v in resumed.validations] == [v["val_loss"] for v in straight.validations]
+    assert [v["val_loss"] for v in resumed.state.validations] == [v["val_loss"] for v in straight.state.validations]
 
 
 def test_max_steps_is_training_relevant_when_the_token_stops_early():

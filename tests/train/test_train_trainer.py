@@ -111,7 +111,7 @@ def test_outputs_summary_ema_validation_and_resolution_schedule(tmp_path: Path) 
             "train.resolution_schedule=[{step: 0, resolution: 64}, {step: 2, resolution: 128}]",
             "train.log.tensorboard=true",
         ),
-        callbacks=[lambda t: resolutions.append((t.global_step, t.resolution))],
+        callbacks=[lambda t: resolutions.append((t.global_step, t.state.resolution))],
     )
     assert trainer.validate() == trainer.validate(base=True)  # LoRA B starts at zero: the base model
     summary = trainer.fit()
