@@ -110,25 +110,34 @@ def preset_overrides(raw: Any, preset: str, options: RunOptions, source: str) ->
 
 
 class _Timers:
-    """Wall time inside wrapped callables (synchronising CUDA so the time is the work's)."""
+    """Wall time inside wrapped callables (synchronising CUDA so the time is the work's).
+
+    ``unless_inside``: a call made while a call of that key is running is not counted (the
+    checkpoint writer's ``save`` waits for the previous write through its own ``wait``).
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.seconds: dict[str, float] = {}
         self.calls: dict[str, int] = {}
+        self.active: set[str] = set()
 
-    def wrap(self, owner: Any, name: str, key: str) -> bool:
+    def wrap(self, owner: Any, name: str, key: str, unless_inside: str | None = None) -> bool:
         original = getattr(owner, name, None)
         if not callable(original):
             return False
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if unless_inside is not None and unless_inside in self.active:
+                return original(*args, **kwargs)
+            self.active.add(key)
             start = time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
+                self.active.discard(key)
                 self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
                 self.calls[key] = self.calls.get(key, 0) + 1
 
@@ -221,7 +230,7 @@ def run_preset(
     for name in _ENCODER_METHODS:
         timers.wrap(trainer.encoder, name, "caching")
     timers.wrap(trainer, "save_checkpoint", "checkpoint")
-    timers.wrap(trainer.writer, "wait", "checkpoint_wait")
+    timers.wrap(trainer.writer, "wait", "checkpoint_wait", unless_inside="checkpoint")
     pass_timer = _Timers(device)
     restore = _time_cache_pass(pass_timer)
     compiled = compile_unet(options.levers, components)
