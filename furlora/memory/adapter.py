@@ -70,6 +70,7 @@ def plan_input_from_config(config: RunConfig, *, architecture: str | None = None
     trains_text = any(c in lora for c in ("text_encoder", "text_encoder_2"))
     te_resident = trains_text or not train.cache_text_embeddings or not UNLOADS_CACHED_TEXT_ENCODERS
     vae_resident = not (train.cache_latents and UNLOADS_VAE_WITH_CACHED_LATENTS)
+    plan_device = device or ("cpu" if train.cpu else "cuda")
     return PlanInput(
         architecture=arch,
         resolution=(resolution, resolution),
@@ -87,10 +88,11 @@ def plan_input_from_config(config: RunConfig, *, architecture: str | None = None
         vae_resident=vae_resident,
         encode_latents_per_step=vae_resident,
         encode_text_per_step=te_resident and not trains_text,
-        ema=train.ema.enabled and train.ema.device == "same",
+        # EMA "on the CPU" is in the planned memory when the plan is for the CPU.
+        ema=train.ema.enabled and (train.ema.device == "same" or plan_device == "cpu"),
         prior_preservation=train.loss.prior_preservation_weight > 0,
         sample_during_training=train.validation.path is not None and train.validation.sample_images,
-        device=device or ("cpu" if train.cpu else "cuda"),
+        device=plan_device,
     ).validate()
 
 

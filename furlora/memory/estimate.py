@@ -5,8 +5,12 @@ Peak = resident state + the largest *phase* peak + framework overhead, where
 * resident state: frozen base weights of every component on the device (a cached and unloaded
   encoder counts zero), LoRA weights, their gradients, optimizer state, EMA copy;
 * phases (never at the same time): the UNet training step (activations of forward + backward,
-  plus a trained text encoder's activations), a VAE encode, a frozen text-encoder forward, and
-  sample generation during training (UNet with CFG, VAE decode; unloaded encoders come back);
+  plus a trained text encoder's activations), a VAE encode, a frozen text-encoder forward,
+  sample generation during training (UNet with CFG, VAE decode; unloaded encoders come back),
+  and on the CPU the loading of the weights: a component read from its safetensors file is held
+  twice for a moment (the file's tensors, then the model's copy in ``model.dtype``), so loading
+  the UNet, first, is the peak of many CPU runs (issue 12: a real-size run planned at 8.26 GiB
+  peaked at 10.20 GiB while loading);
 * overhead: on CUDA the context and kernels plus caching-allocator slack; on CPU the process
   baseline (Python, torch, diffusers) and the freed heap memory glibc keeps resident.
 
@@ -48,6 +52,8 @@ CPU_PROCESS_BYTES = int(0.46 * GiB)
 CPU_HEAP_RETAINED = 0.33
 #: Classifier-free guidance doubles the UNet batch when sampling.
 CFG_BATCH = 2
+#: The order furlora.models.sdxl.load_sdxl loads the components in.
+LOAD_ORDER = ("unet", "vae", "text_encoder", "text_encoder_2")
 
 COMPONENT_LABELS = {
     "unet": "UNet weights",
@@ -60,6 +66,7 @@ PHASE_LABELS = {
     "vae_encode": "VAE encode",
     "text_encode": "text-encoder forward",
     "sampling": "sample images during training",
+    "load": "loading the weights (CPU)",
 }
 
 
@@ -212,6 +219,8 @@ def estimate(plan_input: PlanInput) -> MemoryPlan:
         phases["sampling"] = _sampling_phase(p, resident, autocast)
 
     overhead = _overhead(p, max(item.bytes for item in phases.values()), allocated)
+    if p.device == "cpu":
+        phases["load"] = _load_phase(p, resident, overhead)
     notes = []
     if p.gradient_accumulation_steps > 1:
         notes.append(f"gradient accumulation x{p.gradient_accumulation_steps} does not change the peak")
@@ -237,6 +246,57 @@ def _sampling_phase(p: PlanInput, resident: list[PlanItem], autocast: str | None
     if reload:
         note += f" + {format_bytes(reload)} of encoders loaded back"
     return PlanItem("sampling", PHASE_LABELS["sampling"], max(0, max(unet, decode) + reload - grads), note)
+
+
+def weight_file_dtype(architecture: str, weight_dtype: str) -> str:
+    """The dtype of the weight files a run reads: from the UNet file's header for a local
+    folder; fp16 for the embedded tiny models; for a hub model the set a download fetches
+    (fp16 files for fp16 / bf16 weights, fp32 files otherwise)."""
+    from pathlib import Path
+
+    from furlora.models.tiny import TINY_MODELS, TINY_VARIANT
+
+    if architecture in TINY_MODELS:
+        return TINY_VARIANT
+    folder = Path(architecture)
+    if folder.is_dir():
+        from safetensors import safe_open
+
+        unet = folder / "unet"
+        variant = "fp16" if not (unet / "diffusion_pytorch_model.safetensors").is_file() else None
+        files = sorted(unet.glob(f"diffusion_pytorch_model{'.fp16' if variant else ''}*.safetensors"))
+        if files:
+            with safe_open(str(files[0]), framework="pt") as handle:
+                first = next(iter(handle.keys()), None)
+                if first is not None:
+                    kind = handle.get_slice(first).get_dtype()
+                    return {"F16": "fp16", "BF16": "bf16"}.get(kind, "fp32")
+    return "fp16" if weight_dtype in ("fp16", "bf16") else "fp32"
+
+
+def _load_phase(p: PlanInput, resident: list[PlanItem], overhead: list[PlanItem]) -> PlanItem:
+    """CPU: loading one component holds its file's tensors and its model copy at once.
+
+    Loaded in :data:`LOAD_ORDER`; the peak is the largest (components loaded so far + the file
+    of the one being loaded), before any LoRA, optimizer or forward pass exists. Expressed on
+    top of the resident rows and the overhead like every phase (it is smaller than them by the
+    parts that do not exist yet).
+    """
+    file_dtype = weight_file_dtype(p.architecture, p.weight_dtype)  # the VAE's file too: one weight set
+    loaded = 0
+    peak, during = 0, LOAD_ORDER[0]
+    for component in LOAD_ORDER:
+        weights = next(i.bytes for i in resident if i.key == component)
+        if weights == 0:
+            continue  # an unloaded component (cached outputs) is not counted
+        loaded += weights
+        held = loaded + component_weight_bytes(p.architecture, component, file_dtype)
+        if held > peak:
+            peak, during = held, component
+    # No LoRA, optimizer state or EMA exists yet, and no forward pass has left heap behind.
+    not_yet = sum(i.bytes for i in resident) + sum(i.bytes for i in overhead if i.key == "heap")
+    return PlanItem("load", PHASE_LABELS["load"], max(0, peak - not_yet),
+                    f"{during} weights + its {file_dtype} file: {format_bytes(peak)} at that moment")
 
 
 def _overhead(p: PlanInput, phase_peak: int, forward_allocated: int) -> list[PlanItem]:

@@ -36,7 +36,7 @@ def _trained(parts, steps=3):
 def _pipeline(folder):
     from diffusers import StableDiffusionXLPipeline
 
-    return StableDiffusionXLPipeline.from_pretrained(folder)
+    return StableDiffusionXLPipeline.from_pretrained(folder, variant="fp16", torch_dtype=torch.float32)
 
 
 def _pipeline_embeds(pipe, prompts):
@@ -72,6 +72,13 @@ def test_diffusers_load_textual_inversion_gives_the_trained_embeddings(text_part
     pipe.load_textual_inversion(state["clip_l"], token="<spitz-fur>", text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer)
     pipe.load_textual_inversion(state["clip_g"], token="<spitz-fur>", text_encoder=pipe.text_encoder_2, tokenizer=pipe.tokenizer_2)
     embeds, pooled = _pipeline_embeds(pipe, PROMPTS)  # short-form prompts: diffusers expands them
+    assert (embeds - ours_embeds).abs().max() < 1e-5
+    # With the hub config's eos_token_id 2, plain diffusers pools text encoder 2 at the added
+    # token; furlora (like kohya/ComfyUI/A1111) pools at the first end token. The README's line
+    # for diffusers users makes the pipeline pool there too:
+    assert (pooled - ours_pooled).abs().max() > 1e-3
+    pipe.text_encoder_2.text_model.eos_token_id = pipe.tokenizer_2.eos_token_id
+    embeds, pooled = _pipeline_embeds(pipe, PROMPTS)
     assert (embeds - ours_embeds).abs().max() < 1e-5
     assert (pooled - ours_pooled).abs().max() < 1e-5
     # The token really matters: without it the prompt encodes differently.
