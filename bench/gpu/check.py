@@ -83,12 +83,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
-    return device
+    """furlora's own device choice (auto = the GPU when present); a missing GPU is a usage error."""
+    from furlora.errors import ConfigError
+    from furlora.models.device import pick_device as furlora_pick_device
+
+    try:
+        return furlora_pick_device(name, key="--device")
+    except ConfigError as exc:
+        raise SystemExit(f"bench/gpu_check.py: {exc}") from None
 
 
 def _logging(out: Path) -> None:
