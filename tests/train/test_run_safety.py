@@ -284,7 +284,7 @@ def test_the_time_budget_stops_with_a_checkpoint(tmp_path: Path, caplog: pytest.
     assert _complete(tmp_path / "checkpoints")[-1] == stopped
     assert summary["lora_files"] == {}
     assert re.search(
-        rf"time budget: stopped after step {stopped} of 100000, [\d.]+s of train.max_wall_time 20.0s used "
+        rf"time budget: stopped after step {stopped} of 100000, [\dhm.]+s of train.max_wall_time 20.0s used "
         r"\(another step and a checkpoint would not fit\); checkpoint " + f"step-{stopped:08d}", caplog.text
     ), caplog.text
     assert StopDecision("time_budget").exit_status == TIME_BUDGET_EXIT == 75
