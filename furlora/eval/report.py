@@ -18,8 +18,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from furlora.eval.region_summary import BASE, region_html
+
 #: Metrics shown first (and in the grid captions / HTML summary), in this order.
-MAIN_METRICS = ("psnr", "ssim", "seam_error", "seam_error_input", "detail_ratio", "colour_shift", "drift_max", "drift_pixels")
+MAIN_METRICS = ("psnr", "ssim", "colour_error", "delta_e", "seam_error", "seam_error_input", "detail_ratio", "colour_shift", "drift_max", "drift_pixels")
 ID_COLUMNS = ("sample", "seed", "variant")
 
 
@@ -96,6 +98,8 @@ code, .note { color: #aaa; }
 
 _GUIDE = (
     "psnr / ssim: closeness to the input inside the mask (higher = closer). "
+    "colour_error: CIE76 deltaE between the mean Lab colours of output and input inside the mask "
+    "(a colour cast; about 2.3 is just noticeable); delta_e: mean per-pixel deltaE (colour and texture). "
     "seam_error: gradient on the blend border / gradient beside it (about 1 = invisible seam; "
     "compare with seam_error_input, the same measure on the input). "
     "detail_ratio: fine-detail energy inside the mask relative to the input (&lt; 1 = fur smoothed). "
@@ -126,6 +130,8 @@ def write_html(out_dir: Path, title: str, rows: list[dict[str, Any]], grids: lis
         parts.append("<h2>Passes</h2>" + _table(["pass"] + keys, [[i] + [p.get(k) for k in keys] for i, p in enumerate(passes)]))
     parts.append("<h2>Mean per variant</h2>" + _table(["variant"] + main, [[v] + [s.get(m, float("nan")) for m in main]
                                                                              for v, s in summary.items()]))
+    if any(r["variant"] != BASE for r in rows) and any(r["variant"] == BASE for r in rows):
+        parts.append("<h2>Base vs LoRA, per region</h2>" + region_html(rows))
     for label, grid in grids:
         parts.append(f"<h2>{html.escape(label)}</h2><img src='{html.escape(grid.relative_to(out_dir).as_posix())}' alt='{html.escape(label)}'>")
         sample, _, seed = label.rpartition(" seed ")

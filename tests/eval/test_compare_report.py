@@ -144,3 +144,8 @@ def test_demo_comparison_uses_the_runs_lora_and_heldout_images(tiny_sdxl, lora_f
     page = demo_comparison(config, {"lora_files": {"diffusers": str(lora_files["diffusers"])}}, tmp_path / "cmp")
     assert page.name == "index.html" and "fur_diffusers@1" in page.read_text()
     assert (tmp_path / "cmp" / "grids" / "dog_a_s0.png").is_file()
+    # the per-region base vs LoRA table, with the Lab colour error next to PSNR / SSIM
+    text = page.read_text()
+    assert "<h2>Base vs LoRA, per region</h2>" in text and "<td>face</td><td>PSNR dB</td>" in text
+    assert "<td>all</td><td>colour error (deltaE of mean Lab)</td>" in text
+    assert "better than off (PSNR) on " in text and " of 1 images" in text
