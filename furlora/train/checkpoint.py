@@ -15,10 +15,13 @@ parent folder fsynced. A kill at any moment therefore leaves either no new check
 complete one. Retention deletes old checkpoints only after the new one is complete, and renames
 them to ``.deleting-...`` first so a half-deleted folder is never mistaken for a checkpoint.
 
-Per-step checkpoints cost the training thread one copy: :class:`CheckpointWriter` copies the
-state into reused host buffers (pinned, with non-blocking copies, when the state is on a CUDA
-device; one ``torch.cat(out=...)`` per dtype on the CPU) and returns; its writer thread waits for
-the copy, serialises, checksums, writes and renames. At most one write is in flight.
+Per-step checkpoints cost the training thread almost nothing: :class:`CheckpointWriter.save`
+starts a writer thread and returns. That thread first copies the state into reused host buffers
+(pinned, with non-blocking copies, when the state is on a CUDA device; one ``torch.cat(out=...)``
+per dtype on the CPU) while the training thread runs the next forward and backward passes, which
+do not change the state; the training thread waits for the copy only before the next optimizer
+step (:meth:`CheckpointWriter.before_update`). Then the writer serialises, checksums, writes and
+renames. At most one write is in flight.
 """
 
 from __future__ import annotations
@@ -338,15 +341,18 @@ class CheckpointWriter:
 
     API (the trainer's, and what a signal handler's "save now" uses):
 
-    * :meth:`save` (state): copy the state into reused host buffers, start the write, return.
-      At most one write is in flight: if the previous one is not done, ``save`` waits for it
-      first (logged, and counted in ``last_wait_seconds``).
+    * :meth:`save` (state): start the background copy and write, return. Until the copy is done
+      the state's tensors must not change: call :meth:`before_update` before anything modifies
+      them (the optimizer step, the EMA update). At most one write is in flight: if the previous
+      one is not done, ``save`` waits for it first (logged, and counted in ``last_wait_seconds``).
+    * :meth:`before_update`: block until the copy of the last ``save`` is done (normally long
+      done: it overlaps the next forward and backward passes).
     * :meth:`wait`: block until the write in flight is on disk; raise its error, if any.
       ``save(state)`` then ``wait()`` = a synchronous checkpoint (e.g. before exiting on SIGTERM).
     * :meth:`poll`: raise the error of a finished background write now, without blocking (the
       trainer calls it every step, so a full disk stops training at once).
     * ``in_flight``, ``last_written`` (path), ``last_blocked_seconds`` (training-thread time of
-      the last ``save``: wait + copy), ``last_wait_seconds``.
+      the last ``save`` plus its ``before_update`` wait), ``last_wait_seconds``.
 
     A failed write leaves the previous complete checkpoint untouched (see :func:`write_checkpoint`).
     """
@@ -359,6 +365,7 @@ class CheckpointWriter:
         self._writing_step: int | None = None
         self._error: BaseException | None = None
         self._staging = StagingBuffers()
+        self._copied: threading.Event | None = None
         self.last_written: Path | None = None
         self.last_blocked_seconds = 0.0
         self.last_wait_seconds = 0.0
@@ -379,15 +386,36 @@ class CheckpointWriter:
             )
         self.wait()
         self.last_wait_seconds = time.perf_counter() - started
-        packed = pack(state, self._staging)
-        self.last_blocked_seconds = time.perf_counter() - started
         if not self.asynchronous:
-            self._write(packed)
+            self._write(pack(state, self._staging))
+            self.last_blocked_seconds = time.perf_counter() - started
             self._raise_pending()
             return
         self._writing_step = state.step
-        self._thread = threading.Thread(target=self._write, args=(packed,), name="furlora-checkpoint", daemon=True)
+        self._copied = threading.Event()
+        self._thread = threading.Thread(
+            target=self._copy_then_write, args=(state, self._copied), name="furlora-checkpoint", daemon=True
+        )
         self._thread.start()
+        self.last_blocked_seconds = time.perf_counter() - started
+
+    def before_update(self) -> None:
+        """Block until the last :meth:`save`'s copy of the state is done (call before changing the state)."""
+        if self._copied is not None:
+            started = time.perf_counter()
+            self._copied.wait()
+            self._copied = None
+            self.last_blocked_seconds += time.perf_counter() - started
+
+    def _copy_then_write(self, state: CheckpointState, copied: threading.Event) -> None:
+        try:
+            packed = pack(state, self._staging)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread
+            self._error = exc
+            return
+        finally:
+            copied.set()
+        self._write(packed)
 
     def poll(self) -> None:
         """Raise the error of a background write that has finished, without waiting for one in flight."""
@@ -409,6 +437,7 @@ class CheckpointWriter:
 
     def wait(self) -> None:
         """Block until the pending write finished; raise its error, if any."""
+        self._copied = None
         if self._thread is not None:
             self._thread.join()
             self._thread = None

@@ -319,6 +319,9 @@ class Trainer:
         # fp16: inf gradients are the scaler's business (it skips and lowers the scale).
         grads_ok = math.isfinite(grad_norm) or self.scaler is not None
         updated = False
+        # A background checkpoint copies the state during this step's forward and backward passes;
+        # the update below must not start before that copy is done.
+        self.writer.before_update()
         if self.guard.record(loss_value, grads_ok):
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)

@@ -61,6 +61,8 @@ def test_staged_checkpoints_reuse_buffers_and_equal_direct_writes(tmp_path: Path
     buffers = {name: b.data_ptr() for name, b in writer._staging._buffers.items()}
     state = _state(2)
     writer.save(state)
+    writer.before_update()  # what the trainer calls before its optimizer step
+    assert writer.in_flight or writer.last_written is not None
     for tensor in state.lora.values():
         tensor.add_(1.0)  # training goes on while the write is in flight: the written copy must not change
     writer.wait()
