@@ -208,7 +208,11 @@ class TrainSettings(Settings):
     lr_warmup_steps: int = Field(0, ge=0, description="Linear warmup from 0 over this many optimizer steps.")
     cache_latents: bool = Field(
         True,
-        description="Cache VAE latents in memory, keyed by the content of the pixels (a changed crop is a new entry).",
+        description=(
+            "Cache VAE latents on disk (data.cache_dir) and encode them all before the first step, so no training "
+            "step runs the VAE; augmentation is then frozen into data.cache.variants variants per image and the "
+            "9-channel objective's holes come from a fixed set (data.cache.holes)."
+        ),
     )
     cache_text_embeddings: bool = Field(
         True, description="Cache text-encoder outputs per caption when no text encoder trains."
@@ -236,8 +240,9 @@ class TrainSettings(Settings):
         None,
         ge=1,
         description=(
-            "torch CPU threads (None: torch's default, one per core). On a shared or busy machine 1 is often "
-            "many times faster: OpenMP threads wait for each other when other processes hold the cores."
+            "torch CPU threads (None: the cores this process may use, from its affinity mask and cgroup CPU "
+            "quota). On a shared or busy machine 1 is often faster: OpenMP threads wait for each other when "
+            "other processes hold the cores."
         ),
     )
     max_wall_time: float | None = Field(
