@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             check = {**empty_check(), "status": "failed", "reason": f"{type(exc).__name__}: {exc}"}
             logger.error("LoRA round trip failed:\n%s", traceback.format_exc())
         logger.info("LoRA round trip: %s", check["status"])
-        lora_file = getattr(trainer, "files", {}).get("diffusers")
+        # The run's exported diffusers file (the round trip saves one itself when the run wrote none).
+        lora_file = getattr(trainer, "files", {}).get("diffusers") or str(work / "lora-check-trained.safetensors")
         res = int(trainer.config.data.resolution)
         logger.info("comparison: %d held-out images, 3 passes", args.compare_images)
         try:

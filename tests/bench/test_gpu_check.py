@@ -75,6 +75,7 @@ def test_gpu_check_tiny_on_cpu_writes_every_field(tmp_path: Path, model_cache: P
     assert set(check) == LORA_FIELDS and check["status"] == "ok", check
     assert set(check["trained"]) == MATCH_FIELDS and set(check["amplified"]) == MATCH_FIELDS
     assert check["modules"] > 0 and check["components"] == ["unet"]
+    assert check["file"] == "paper-table1.diffusers.safetensors" and check["reason"] is None  # the run's export
     # The amplified LoRA changes the output visibly, and diffusers reproduces furlora's forward.
     assert check["amplified"]["effect_rel"] > 0.01
     assert check["amplified"]["mismatch_rel"] <= check["tolerance"]
