@@ -103,7 +103,7 @@ class HandLoop:
 
         from furlora.data.buckets import BucketBatchSampler
         from furlora.data.dataset import collate_samples
-        from furlora.lora.hooks import LoraAdapters
+        from furlora.lora.adapters import LoraAdapters
         from furlora.models.sdxl import load_sdxl
         from furlora.train.setup import build_dataset
 

@@ -32,8 +32,8 @@ _EXPORTS = {
     "BucketBatchSampler": "furlora.data.buckets",
     "validate_dataset": "furlora.data.validate",
     # LoRA and tokens
-    "LoraAdapters": "furlora.lora.hooks",
-    "LoraHookManager": "furlora.lora.hooks",  # deprecated alias of LoraAdapters (warns); not in __all__
+    "LoraAdapters": "furlora.lora.adapters",
+    "LoraHookManager": "furlora.lora.adapters",  # deprecated alias of LoraAdapters (warns); not in __all__
     "load_lora_file": "furlora.lora.formats",
     "prepare_tokens": "furlora.tokens.embeddings",
     # training

@@ -153,6 +153,6 @@ def test_no_import_cycles_inside_an_area():
 
 def test_the_cycle_check_sees_a_cycle():
     graph = {"furlora.eval.report": {"furlora.eval.compare"}, "furlora.eval.compare": {"furlora.eval.report"},
-             "furlora.eval.grid": {"furlora.eval.images"}, "furlora.eval.images": set(),
+             "furlora.eval.grid": {"furlora.eval.image_io"}, "furlora.eval.image_io": set(),
              "furlora.train.a": {"furlora.eval.grid"}}
     assert _cycles_inside_areas(graph) == [["furlora.eval.compare", "furlora.eval.report"]]

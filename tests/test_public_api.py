@@ -15,20 +15,24 @@ def test_every_public_name_resolves():
     for name in furlora.__all__:
         assert getattr(furlora, name) is not None, name
     assert furlora.Trainer.__name__ == "Trainer"
-    assert furlora.LoraAdapters.__module__ == "furlora.lora.hooks"
+    assert furlora.LoraAdapters.__module__ == "furlora.lora.adapters"
 
 
 def test_old_lora_class_name_is_a_deprecated_alias():
     import furlora.lora
-    from furlora.lora.hooks import LoraAdapters
+    from furlora.lora.adapters import LoraAdapters
 
     assert "LoraHookManager" not in furlora.__all__ and "LoraHookManager" not in furlora.lora.__all__
     for package in (furlora, furlora.lora):
         with pytest.warns(DeprecationWarning, match="LoraHookManager is now LoraAdapters"):
             assert package.LoraHookManager is LoraAdapters
     with pytest.warns(DeprecationWarning):
-        from furlora.lora.hooks import LoraHookManager
+        from furlora.lora.adapters import LoraHookManager
     assert LoraHookManager is LoraAdapters
+    sys.modules.pop("furlora.lora.hooks", None)  # the old module name warns on import
+    with pytest.warns(DeprecationWarning, match="furlora.lora.hooks is now furlora.lora.adapters"):
+        import furlora.lora.hooks as old_module
+    assert old_module.LoraAdapters is LoraAdapters
 
 
 def test_every_package_face_follows_one_rule():

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from furlora.config import load_config
 from furlora.lora.formats import ADAPTER_METADATA_KEY, load_lora_file, save_lora_file
-from furlora.lora.hooks import LoraAdapters
+from furlora.lora.adapters import LoraAdapters
 from furlora.models.architecture import META_SDXL, build_meta_sdxl
 from furlora.models.sdxl import resolve_model_path
 

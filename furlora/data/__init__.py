@@ -7,7 +7,7 @@ One job per module (imports point down this list, never up):
 * ``random_masks``  inpainting holes drawn from generators seeded by (seed, epoch, index)
 * ``images``        decoding of images and masks (any mode, EXIF rotation)
 * ``labelme``       LabelMe polygons -> masks
-* ``report``        Problem / ValidationReport
+* ``validation_report``  Problem / ValidationReport
 * ``layouts``       which files form a sample (furlora, imagefolder, kohya, alpha, labelme)
 * ``validate``      open and check everything before training
 * ``transforms``    geometric augmentation on image + masks alike, colour on the image only
@@ -25,7 +25,7 @@ from furlora.lazy import lazy_exports
 
 _EXPORTS = {"DataSettings": "furlora.data.settings", "MaskedDataset": "furlora.data.dataset", "collate_samples": "furlora.data.dataset",
             "BucketBatchSampler": "furlora.data.buckets", "validate_dataset": "furlora.data.validate",
-            "ValidationReport": "furlora.data.report", "merge_regions": "furlora.data.masks", "write_preview": "furlora.data.preview"}
+            "ValidationReport": "furlora.data.validation_report", "merge_regions": "furlora.data.masks", "write_preview": "furlora.data.preview"}
 
 __all__ = sorted(_EXPORTS)
 __getattr__ = lazy_exports("furlora.data", _EXPORTS)

@@ -27,7 +27,7 @@ from typing import Literal
 
 from furlora.data.images import IMAGE_EXTENSIONS, peek
 from furlora.data.labelme import Shape, looks_like_labelme, read_labelme
-from furlora.data.report import Problem
+from furlora.data.validation_report import Problem
 from furlora.data.settings import REGION_NAME, DataSettings
 from furlora.errors import DatasetError
 

@@ -1,7 +1,7 @@
 """Validation before training: open every file, pair and check every mask, report all problems.
 
 :func:`validate_dataset` decodes every image and every mask once, and returns the usable
-samples plus a :class:`~furlora.data.report.ValidationReport` that lists every problem with its
+samples plus a :class:`~furlora.data.validation_report.ValidationReport` that lists every problem with its
 file path. ``data.bad_samples`` decides what errors do: ``error`` raises one DatasetError with
 the whole list, ``skip`` leaves the bad samples out (logged and counted).
 """
@@ -21,7 +21,7 @@ from furlora.data.images import LoadedImage, LoadedMask, load_image, load_mask
 from furlora.data.labelme import rasterize
 from furlora.data.layouts import Discovery, MaskSource, SampleRecord, discover
 from furlora.data.masks import coverage, grey_fraction, prepare_mask
-from furlora.data.report import Problem, ValidationReport
+from furlora.data.validation_report import Problem, ValidationReport
 from furlora.data.settings import DataSettings
 from furlora.errors import DatasetError
 

@@ -5,7 +5,7 @@ One job per module (imports point down this list, never up):
 
 * ``settings``       EvalSettings / PassSettings, the ``eval:`` config section
 * ``passes``         per-pass and per-tile seeds, pass-list helpers
-* ``images``         reading images and masks; results back in the input's format
+* ``image_io``       reading images and masks; results back in the input's format
 * ``blend``          grow / shrink / feather, compositing (bit-identical outside the band)
 * ``regions``        whole image, crop-to-mask and tiles: the canvas the model sees
 * ``metrics``        pure numpy metrics (PSNR, SSIM, drift, seam error, detail, colour)
@@ -16,7 +16,8 @@ One job per module (imports point down this list, never up):
 * ``samples``        images + masks + prompts from a dataset folder or files
 * ``grid``, ``report``  comparison grids (PNG), tables (CSV, JSON) and the HTML page
 * ``compare``        run_comparison (the report) and inpaint_one (one image)
-* ``validation``     ValidationImages, a trainer callback rendering validation inpaintings
+* ``token_variants`` learned-token embedding files in a comparison (the token variants)
+* ``validation_images``  ValidationImages, a trainer callback rendering validation inpaintings
 
 The names below are imported lazily (``furlora.config`` imports ``furlora.eval.settings`` and
 must not wait for torch / diffusers).
@@ -36,7 +37,7 @@ _EXPORTS = {
     "ComparisonResult": "furlora.eval.compare",
     "EvalSample": "furlora.eval.samples",
     "compute_metrics": "furlora.eval.metrics",
-    "ValidationImages": "furlora.eval.validation",
+    "ValidationImages": "furlora.eval.validation_images",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -19,9 +19,9 @@ import numpy as np
 
 from furlora.errors import EvaluationError
 from furlora.eval.grid import Column, mask_overlay, render_grid
-from furlora.eval.images import as_array, save_png, to_rgb_float
+from furlora.eval.image_io import as_array, save_png, to_rgb_float
 from furlora.eval.inpaint import InpaintResult, MultiPassInpainter
-from furlora.eval.embeddings import (
+from furlora.eval.token_variants import (
     EmbeddingInfo,
     check_embedding_files,
     embedding_widths,
@@ -156,7 +156,7 @@ def run_comparison(
 
 def _load_sample(sample: EvalSample, settings: EvalSettings) -> tuple[np.ndarray, Any]:
     """The sample's image array (checked now, so a bad file fails before the model loads) and mask."""
-    from furlora.eval.images import layout_of, load_mask, match_mask_size
+    from furlora.eval.image_io import layout_of, load_mask, match_mask_size
 
     image = as_array(sample.image, f"image of sample {sample.key}")
     layout_of(image, f"image of sample {sample.key}")

@@ -29,7 +29,7 @@ import numpy as np
 
 from furlora.errors import EvaluationError, format_problems
 from furlora.eval.blend import binarize, blend_weight, cell_mask, composite, expand_cells, tile_ramp, union_weight
-from furlora.eval.images import Layout, as_array, load_mask, match_mask_size, restore_layout, to_rgb_float
+from furlora.eval.image_io import Layout, as_array, load_mask, match_mask_size, restore_layout, to_rgb_float
 from furlora.eval.latents import decode_latents, encode_latents, keep_vae_fp32
 from furlora.eval.passes import pass_seed
 from furlora.eval.regions import Region, crop_region, full_region, tile_regions

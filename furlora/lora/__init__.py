@@ -2,7 +2,7 @@
 coverage reports, and LoRA files in the diffusers and kohya formats.
 
 Modules: ``settings`` (the ``lora:`` config section), ``targets`` (presets / blocks / patterns ->
-exact module list), ``coverage`` (report), ``hooks`` (LoraAdapters), ``gradient_flow``,
+exact module list), ``coverage`` (report), ``adapters`` (LoraAdapters; ``hooks`` is its deprecated old name), ``gradient_flow``,
 ``weights`` (format-free LoRA tensors), ``formats`` (files), ``kohya_names`` (SDXL original
 block naming), ``compat`` (does a file fit the config). Weightless module trees for reports
 come from :func:`furlora.models.architecture.build_meta_sdxl`.
@@ -17,8 +17,8 @@ from furlora.lazy import lazy_exports
 
 _EXPORTS = {
     "LoraSettings": "furlora.lora.settings",
-    "LoraAdapters": "furlora.lora.hooks",
-    "LoraHookManager": "furlora.lora.hooks",  # deprecated alias of LoraAdapters (warns); not in __all__
+    "LoraAdapters": "furlora.lora.adapters",
+    "LoraHookManager": "furlora.lora.adapters",  # deprecated alias of LoraAdapters (warns); not in __all__
     "CoverageReport": "furlora.lora.coverage",
     "GradientFlowReport": "furlora.lora.gradient_flow",
     "LoraWeights": "furlora.lora.weights",

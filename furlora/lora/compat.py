@@ -1,7 +1,7 @@
 """Does a set of LoRA weights fit the hooked model and the ``lora:`` config?
 
 Used when a LoRA file (or state dict) is loaded back into a
-:class:`~furlora.lora.hooks.LoraAdapters` to continue training: every mismatch is reported
+:class:`~furlora.lora.adapters.LoraAdapters` to continue training: every mismatch is reported
 together, naming the keys and the reason, before any weight is copied.
 """
 

@@ -68,7 +68,7 @@ class ComponentCoverage:
 
 @dataclass
 class CoverageReport:
-    """Coverage of every component a :class:`~furlora.lora.hooks.LoraAdapters` hooks."""
+    """Coverage of every component a :class:`~furlora.lora.adapters.LoraAdapters` hooks."""
 
     model: str
     components: dict[str, ComponentCoverage] = field(default_factory=dict)

@@ -131,8 +131,8 @@ def _lora_section(component: str, plan: LoraPlan) -> Any:
 
 def inject_lora(module: nn.Module, component: str, plan: LoraPlan, lora_dtype: str) -> nn.Module:
     """Add LoRA to ``module`` in place with the training's injection path
-    (furlora.lora.hooks on the meta device); LoRA weights in ``lora_dtype``."""
-    from furlora.lora.hooks import LoraAdapters
+    (furlora.lora.adapters on the meta device); LoRA weights in ``lora_dtype``."""
+    from furlora.lora.adapters import LoraAdapters
     from furlora.lora.settings import LoraSettings
 
     others = {c: {"enabled": False} for c in LORA_COMPONENTS if c != component}

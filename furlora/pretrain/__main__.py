@@ -65,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "decoder" or (args.stage == "all" and args.decoder_steps > 0):
         run_decoder_stage(args, command)
     if args.stage in ("all", "export"):
-        from furlora.pretrain.export import export_models
+        from furlora.pretrain.export_models import export_models
 
         export_models(args.out, args.export_dir or args.out / "export")
     if args.stage == "preview":  # not part of "all": pictures only, for people to judge the result
         from furlora.models.pretrained import pretrained_model_path
-        from furlora.pretrain.preview import preview_grid
+        from furlora.pretrain.model_preview import preview_grid
 
         root = args.export_dir or args.out / "export"
         folders = [pretrained_model_path(n, args.out / "cache", root=root)

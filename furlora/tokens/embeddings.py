@@ -19,7 +19,7 @@ at the *highest token id* of a prompt, which is a new token's position when the 
 one. kohya, ComfyUI and A1111 (where the embedding files are used) pool at the first
 end-of-text token, so :func:`prepare_tokens` makes both encoders pool there
 (:func:`furlora.models.pooling.pool_at_first_eos`); evaluation does the same when it loads
-the files into a pipeline (:func:`furlora.eval.embeddings.load_embeddings`).
+the files into a pipeline (:func:`furlora.eval.token_variants.load_embeddings`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ One job per module (imports point one way: settings <- loss/noise/rng <- step <-
 - ``checkpoint`` / ``state_io`` / ``resume``: atomic step checkpoints, retention, choosing and
   checking the checkpoint to resume from.
 - ``stream``: the resumable batch order. ``schedule``: LR and resolution schedules. ``optim``,
-  ``ema``, ``guard`` (NaN/Inf), ``distributed``, ``validation``, ``samples``, ``tracking``, ``export``.
+  ``ema``, ``guard`` (NaN/Inf), ``distributed``, ``validation`` (the loss), ``sample_grid`` (images), ``tracking``, ``export``.
 - ``setup``: checks before weights load, model / LoRA / accelerator set-up. ``trainer``: the loop.
 
 - ``state``: TrainState (the checkpointed counters) and RunSummary (what ``fit`` returns).

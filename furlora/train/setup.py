@@ -122,7 +122,7 @@ def load_components(config: RunConfig, model_path: Path, device: torch.device) -
 
 def attach_lora(components: Any, config: RunConfig) -> Any:
     """Put LoRA on the configured components; returns the LoraAdapters (coverage is logged)."""
-    from furlora.lora.hooks import LoraAdapters
+    from furlora.lora.adapters import LoraAdapters
 
     modules = {"unet": components.unet, "text_encoder": components.text_encoder, "text_encoder_2": components.text_encoder_2}
     # Seeded initialisation: two runs with the same seed start from the same LoRA weights.

@@ -471,7 +471,7 @@ class Trainer:
             self.state.validations.append(entry)
             v = self.settings.validation
             if v.sample_images:
-                from furlora.train.samples import write_sample_grid
+                from furlora.train.sample_grid import write_sample_grid
 
                 write_sample_grid(
                     self.components, self.pre.val_dataset, self.output_dir / "samples" / f"step-{self.global_step:08d}.png",

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from eval_helpers import box_mask, textured_image
 from furlora.cli.main import main
 from furlora.errors import EvaluationError
-from furlora.eval.embeddings import check_embedding_files, load_embeddings, token_prompt
+from furlora.eval.token_variants import check_embedding_files, load_embeddings, token_prompt
 from furlora.tokens import TokenSettings, save_embedding_file
 
 WIDTHS = {"text_encoder": 32, "text_encoder_2": 64}  # the tiny SDXL's two encoders

@@ -39,7 +39,7 @@ def _sample(size: int = 64) -> dict:
 def test_sample_grid_keeps_the_vae_fp32(bf16_components, tmp_path):
     from PIL import Image
 
-    from furlora.train.samples import write_sample_grid
+    from furlora.train.sample_grid import write_sample_grid
 
     assert _vae_dtypes(bf16_components) == {torch.float32}
     path = write_sample_grid(bf16_components, [_sample(), _sample()], tmp_path / "grid.png", num_images=2, steps=2,

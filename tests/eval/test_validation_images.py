@@ -11,12 +11,12 @@ import torch
 from eval_helpers import box_mask, fast_settings, textured_image
 from furlora.errors import EvaluationError
 from furlora.eval.samples import EvalSample
-from furlora.eval.validation import ValidationImages
+from furlora.eval.validation_images import ValidationImages
 from furlora.train.settings import ValidationSettings
 
 
 def test_callback_renders_every_n_steps_with_and_without_the_lora(tiny_sdxl_inpaint, tmp_path):
-    from furlora.lora.hooks import LoraAdapters
+    from furlora.lora.adapters import LoraAdapters
     from furlora.lora.settings import LoraSettings
     from furlora.models.sdxl import load_sdxl
 

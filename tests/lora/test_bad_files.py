@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from furlora.errors import LoraFormatError
 from furlora.lora.formats import load_lora_file
-from furlora.lora.hooks import LoraAdapters
+from furlora.lora.adapters import LoraAdapters
 from furlora.lora.settings import LoraSettings
 
 Q = "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_q"

@@ -7,7 +7,7 @@ import torch
 from lora_helpers import max_diff, sdxl_forward, tiny_inputs
 
 from furlora.errors import LoraFormatError, TrainingError
-from furlora.lora.hooks import LoraAdapters
+from furlora.lora.adapters import LoraAdapters
 from furlora.lora.settings import LoraSettings
 
 ALL_THREE = {

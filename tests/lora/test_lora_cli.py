@@ -9,7 +9,7 @@ import torch
 
 from furlora.cli.main import main
 from furlora.lora.formats import load_lora_file
-from furlora.lora.hooks import LoraAdapters
+from furlora.lora.adapters import LoraAdapters
 from furlora.lora.settings import LoraSettings
 
 

@@ -11,7 +11,7 @@ from lora_helpers import max_diff, sdxl_forward, tiny_inputs
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from furlora.lora.hooks import LoraAdapters
+from furlora.lora.adapters import LoraAdapters
 from furlora.lora.settings import LoraSettings
 
 # alpha != rank everywhere, different per component; conv LoRA included (kohya's LoCon naming)

@@ -9,7 +9,7 @@ import torch
 from peft.tuners.lora import LoraLayer
 
 from furlora.errors import TargetError
-from furlora.lora.hooks import LoraAdapters
+from furlora.lora.adapters import LoraAdapters
 from furlora.lora.settings import LoraSettings, TextEncoderLoraSettings, UnetLoraSettings
 from furlora.lora.targets import select_targets
 

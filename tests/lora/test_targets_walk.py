@@ -8,7 +8,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from furlora.errors import TargetError
-from furlora.lora.hooks import LoraAdapters
+from furlora.lora.adapters import LoraAdapters
 from furlora.lora.settings import LoraSettings, UnetLoraSettings
 from furlora.lora.targets import select_targets, walk_modules
 

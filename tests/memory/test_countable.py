@@ -130,7 +130,7 @@ def test_old_planner_names_of_real_sdxl_say_what_to_write():
 
 def test_planner_lora_is_the_training_injection():
     """The planner's LoRA tensors are those LoraAdapters creates on a real (CPU) module."""
-    from furlora.lora.hooks import LoraAdapters
+    from furlora.lora.adapters import LoraAdapters
     from furlora.models.architecture import build_component, component_config
     from furlora.lora.settings import LoraSettings
     from furlora.memory.params import inject_lora, trainable_parameters

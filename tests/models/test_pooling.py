@@ -63,7 +63,7 @@ def test_evaluation_pipeline_with_loaded_embedding_pools_at_the_first_eos(
 ) -> None:
     from diffusers import StableDiffusionXLInpaintPipeline
 
-    from furlora.eval.embeddings import load_embeddings
+    from furlora.eval.token_variants import load_embeddings
     from furlora.tokens.files import save_embedding_file
 
     gen = torch.Generator().manual_seed(0)

@@ -131,7 +131,7 @@ def test_exported_files_load_into_a_diffusers_pipeline_at_equal_outputs(
     from diffusers import StableDiffusionXLInpaintPipeline
 
     from furlora.config import load_config
-    from furlora.lora.hooks import LoraAdapters
+    from furlora.lora.adapters import LoraAdapters
 
     files = trained["summary_3"]["lora_files"]
     pipe = StableDiffusionXLInpaintPipeline.from_pretrained(realsize_inpaint, variant="fp16", torch_dtype=torch.bfloat16)

@@ -19,7 +19,7 @@ from typing import Any
 
 from furlora.errors import EvaluationError
 from furlora.eval.grid import Column, mask_overlay, render_grid
-from furlora.eval.images import save_png, to_rgb_float
+from furlora.eval.image_io import save_png, to_rgb_float
 from furlora.eval.inpaint import MultiPassInpainter
 from furlora.eval.metrics import compute_metrics
 from furlora.eval.report import grid_caption
