@@ -13,7 +13,7 @@ tiny-sdxl-inpaint: 9-channel, around_mask crops): a first epoch that fills the c
 pass) vs a second epoch that reads it (each sample through ``prepare_batch``, as a training step),
 with the VAE's ``encode`` calls counted (the second epoch must make none).
 
-    python bench/dataset.py --mode cache [--images 3] [--variants 1] [--holes 1]
+    python bench/dataset.py --mode cache [--stems dog_000,dog_001,dog_017] [--variants 1] [--holes 1]
 """
 
 from __future__ import annotations
@@ -56,10 +56,11 @@ def bench_cache(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="furlora-bench-cache-"))
     data = work / "data"
     data.mkdir()
-    for i in range(args.images):  # the first dogs of the bundled set
-        for file in (root / "datasets" / "spitz-fur" / "train").glob(f"dog_{i:03d}.*"):
+    stems = args.stems.split(",")
+    for stem in stems:  # a few dogs of the bundled set; dog_017 (384x256) has crop slack at 1024 px
+        for file in (root / "datasets" / "spitz-fur" / "train").glob(f"{stem}.*"):
             shutil.copy(file, data / file.name)
-    print(f"{args.images} bundled images at {args.resolution} px, data.cache.variants={args.variants}, data.cache.holes={args.holes}, "
+    print(f"bundled images {', '.join(stems)} at {args.resolution} px, data.cache.variants={args.variants}, data.cache.holes={args.holes}, "
           f"{args.threads} thread(s); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (shared machine)")
     for model, inpaint in (("tiny-sdxl", False), ("tiny-sdxl-inpaint", True)):
         config = load_config(None, [
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["samples", "cache"], default="samples")
     parser.add_argument("--samples", type=int, default=48, help="samples to time (after 3 warm-up samples)")
     parser.add_argument("--resolution", type=int, default=1024)
-    parser.add_argument("--images", type=int, default=3, help="cache: bundled images to use")
+    parser.add_argument("--stems", default="dog_000,dog_001,dog_017", help="cache: bundled images to use")
     parser.add_argument("--variants", type=int, default=1, help="cache: data.cache.variants")
     parser.add_argument("--holes", type=int, default=1, help="cache: data.cache.holes")
     parser.add_argument("--threads", type=int, default=1, help="cache: torch threads")
