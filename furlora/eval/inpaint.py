@@ -415,6 +415,6 @@ class _NoBar:
 def _bar(total: int, enabled: bool) -> Any:
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
+    from furlora.progress import progress_bar
 
-    return tqdm(total=total, desc="inpaint passes", unit="pass", leave=False)
+    return progress_bar(total, "inpaint passes", "pass", leave=False)
