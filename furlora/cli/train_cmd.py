@@ -172,8 +172,8 @@ def _demo_in_folder(args: argparse.Namespace, config: Any, started: float) -> in
     if base is not None and lora is not None:
         verdict = "lower" if lora < base else "NOT lower"
         print(f"demo: the LoRA's masked validation loss is {verdict} than the base model's ({lora:.5f} vs {base:.5f})")
-    for variant, metrics in (summary.get("comparison") or {}).items():
-        print(f"demo: inpainting {variant}: " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
+    if report is not None:
+        _print_comparison(report.parent)
     print(f"demo finished in {summary['demo_seconds']:.0f} s; results in {output}")
     return 0
 
@@ -184,8 +184,47 @@ def _comparison_summary(metrics_file: Path) -> dict[str, dict[str, float]]:
         table = json.loads(metrics_file.read_text())["summary"]
     except (OSError, ValueError, KeyError):
         return {}
-    keys = ("psnr", "ssim", "detail_ratio", "seam_error")
+    keys = ("psnr", "ssim", "colour_error", "delta_e", "detail_ratio", "seam_error")
     return {variant: {k: float(row[k]) for k in keys if k in row} for variant, row in table.items()}
+
+
+def _print_comparison(report_dir: Path) -> None:
+    """Base vs LoRA per region, how many held-out images the LoRA improves, and the grid to open first."""
+    from furlora.eval.region_summary import BASE, region_lines, variants_of, wins
+
+    try:
+        rows = json.loads((report_dir / "metrics.json").read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        return
+    images = len({r["sample"] for r in rows})
+    print(f"demo: held-out inpainting, base model ({BASE!r}) vs LoRA, mean of {images} images, inside each region:")
+    for line in region_lines(rows):
+        print(f"  {line}")
+    loras = [v for v in variants_of(rows) if v != BASE]
+    for variant in loras:
+        better, total = wins(rows, variant, "psnr")
+        closer, _ = wins(rows, variant, "colour_error")
+        print(f"demo: {variant} beats the base model on {better} of {total} held-out images (masked PSNR); "
+              f"colour error lower on {closer} of {total}")
+    grid = _typical_grid(rows, report_dir, loras[0]) if loras else None
+    if grid is not None:
+        print(f"demo: open first: {grid} (the dog with the median PSNR gain; columns: input = the truth, "
+              f"mask, base model, LoRA; below them zoomed crops)")
+
+
+def _typical_grid(rows: list[dict[str, Any]], report_dir: Path, variant: str) -> Path | None:
+    """The grid of the image whose PSNR gain of ``variant`` over the base is the median one."""
+    from furlora.eval.region_summary import BASE
+
+    psnr = {(r["sample"], r["seed"], r["variant"]): float(r["psnr"]) for r in rows if r.get("psnr") is not None}
+    gains = sorted((psnr[(s, seed, variant)] - value, s, seed) for (s, seed, v), value in psnr.items()
+                   if v == BASE and (s, seed, variant) in psnr)
+    if not gains:
+        return None
+    _, sample, seed = gains[len(gains) // 2]
+    name = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in str(sample))
+    path = report_dir / "grids" / f"{name}_s{seed}.png"
+    return path if path.is_file() else None
 
 
 def _comparison_report(config: Any, summary: RunSummary, output: Path) -> Path | None:

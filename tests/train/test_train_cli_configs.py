@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -69,8 +70,16 @@ def test_demo_writes_lora_files_summary_and_both_losses(tmp_path: Path, capsys: 
     summary = json.loads((tmp_path / "demo_summary.json").read_text())
     assert summary["val_loss"] is not None and summary["val_loss_base"] is not None
     assert Path(summary["lora_files"]["diffusers"]).is_file() and Path(summary["lora_files"]["kohya"]).is_file()
-    if summary.get("comparison_report"):  # written once the evaluation package provides it
-        assert Path(summary["comparison_report"]).is_file()
+    assert Path(summary["comparison_report"]).is_file()
+    # base vs LoRA per region, the count of improved images, and the grid to open first
+    assert "demo: held-out inpainting, base model ('off') vs LoRA, mean of 1 images, inside each region:" in out
+    for region in ("all", "face", "chest", "tail", "paws"):
+        assert re.search(rf"^  {region} +PSNR dB: off [\d.]+, \S+@1 [\d.]+ \([+-][\d.e-]+\)$", out, re.M), region
+    assert re.search(r"^  all +colour error \(deltaE of mean Lab\): off [\d.]+, ", out, re.M)
+    assert re.search(r"beats the base model on [01] of 1 held-out images \(masked PSNR\); colour error lower on [01] of 1", out)
+    grid = re.search(r"^demo: open first: (\S+\.png) ", out, re.M)
+    assert grid and Path(grid.group(1)).is_file() and Path(grid.group(1)).parent.name == "grids"
+    assert set(summary["comparison"]["off"]) >= {"psnr", "ssim", "colour_error", "delta_e"}
 
 
 def test_train_package_never_imports_eval_or_cli() -> None:
