@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +26,18 @@ GiB = 1 << 30
 CLI = "import sys; from furlora.cli.main import main; sys.argv[0] = 'furlora'; sys.exit(main())"
 
 
-def run_config(model: Path, output_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+def small_dataset(folder: Path, stems: tuple[str, ...] = ("dog_000", "dog_001")) -> Path:
+    """A copy of a few bundled training samples (images, region masks, captions): the latent
+    cache fills before the first step, and at real size each VAE encode costs seconds."""
+    folder.mkdir(parents=True, exist_ok=True)
+    source = REPO / "datasets" / "spitz-fur" / "train"
+    for stem in stems:
+        for file in source.glob(f"{stem}.*"):
+            shutil.copy2(file, folder / file.name)
+    return folder
+
+
+def run_config(model: Path, output_dir: Path, data: Path | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
     """A training config on the real-size model: 256 px, bf16, LoRA on the UNet and both text
     encoders, EMA on the CPU, a checkpoint every step, validation loss at one timestep; no
     sample grid. ``sections``: deep-merged over these values (e.g. ``train={"max_steps": 3}``)."""
@@ -34,7 +46,7 @@ def run_config(model: Path, output_dir: Path, **sections: dict[str, Any]) -> dic
         "seed": 7,
         "output_dir": str(output_dir),
         "model": {"source": str(model), "dtype": "bf16", "vae_dtype": "fp32"},
-        "data": {"path": str(REPO / "datasets" / "spitz-fur" / "train"), "resolution": 256},
+        "data": {"path": str(data or REPO / "datasets" / "spitz-fur" / "train"), "resolution": 256},
         "lora": {
             "unet": {"preset": "attn", "rank": 4, "alpha": 4.0},
             "text_encoder": {"enabled": True, "preset": "attn", "rank": 4, "alpha": 4.0},

@@ -26,6 +26,7 @@ from realsize_helpers import (
     run_config,
     run_measured,
     sdxl_outputs,
+    small_dataset,
     write_config,
 )
 from safetensors import safe_open
@@ -43,7 +44,8 @@ PLAN_TOLERANCE = 0.10
 def trained(realsize_inpaint: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """`furlora train` for 2 steps, then the same config resumed to step 3."""
     root = tmp_path_factory.mktemp("realsize-run")
-    config = write_config(root / "config.yaml", run_config(realsize_inpaint, root / "run"))
+    data = small_dataset(root / "data")
+    config = write_config(root / "config.yaml", run_config(realsize_inpaint, root / "run", data))
     first = run_measured(["train", str(config)], log_file=root / "train.log")
     assert first.returncode == 0, first.output[-4000:]
     summary_2 = json.loads((root / "run" / "train_summary.json").read_text())
