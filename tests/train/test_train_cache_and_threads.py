@@ -121,14 +121,15 @@ def test_available_cpus_follows_the_affinity_mask() -> None:
     assert 1 <= available_cpus() <= len(os.sched_getaffinity(0))
 
 
-def _threads() -> int:
-    return len(os.listdir("/proc/self/task"))
-
-
 class _TensorData:
     """A dataset whose samples run parallel torch ops (as pixel conversion and collation do)."""
 
+    def __init__(self) -> None:
+        self.thread_counts: list[int] = []  # torch's intra-op thread count as seen in the data thread
+
     def sample(self, index: int, epoch: int) -> dict[str, torch.Tensor]:
+        if threading.current_thread() is not threading.main_thread():  # the first batch may load in line
+            self.thread_counts.append(torch.get_num_threads())
         x = torch.rand(2_000_000)
         return {"x": (x * 2 - 1).sum()}
 
@@ -138,20 +139,21 @@ class _Sampler:
         return [[0], [1], [2], [3]]
 
 
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads through /proc")
 def test_data_thread_starts_no_second_openmp_pool() -> None:
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         torch.rand(2_000_000).mul(2).sum()  # the training thread's own pool exists
-        before = _threads()
-        stream = BatchStream(_TensorData(), _Sampler(), lambda samples: samples[0], prefetch=True)
+        data = _TensorData()
+        stream = BatchStream(data, _Sampler(), lambda samples: samples[0], prefetch=True)
         for _ in range(4):
             stream.next()
-        during = _threads()
         stream.close()
         assert torch.get_num_threads() == 2  # the training thread keeps its count
-        assert during == before + 1, f"{during - before} new threads: the data thread started an OpenMP pool"
+        # The data thread's own count is what sizes an OpenMP team for its ops: 1 = no team. (Counting
+        # the process's threads instead is not reliable inside a test session: threads that earlier
+        # tests started come and go.)
+        assert len(data.thread_counts) >= 3 and set(data.thread_counts) == {1}, data.thread_counts
     finally:
         torch.set_num_threads(previous)
 
