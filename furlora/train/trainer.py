@@ -259,7 +259,7 @@ class Trainer:
             logger.info("resolution schedule: step %d, training at %d px", self.global_step, resolution)
         if self.stream is not None:
             self.stream.close()
-        if self.settings.cache_latents and getattr(dataset, "cache_latents", False):
+        if self.settings.cache_latents and getattr(dataset, "cache_latents", False) and self._prefill_pays_off(dataset):
             # Every latent this phase can use, before its first step: no step runs the VAE.
             fill_latent_cache(
                 dataset, self.encoder, self.inpaint, full_mask=self.settings.full_mask_fraction > 0,
@@ -269,6 +269,25 @@ class Trainer:
         sampler = BucketBatchSampler(dataset, self.settings.batch_size, derive_seed(self.config.seed, "sampler", phase))
         self.stream = BatchStream(dataset, sampler, self.collate, self.world, self.rank)
         self.state.phase, self.state.resolution = phase, resolution
+
+    def _prefill_pays_off(self, dataset: Any) -> bool:
+        """Whether the caching pass encodes fewer images than the rest of the run would draw.
+
+        A short run (a smoke test, a few steps on a large set) draws fewer samples than the cache
+        holds entries; pre-filling would then run the VAE more often than training does. Such a run
+        fills the cache as it goes instead (the same entries, on disk for the next run).
+        """
+        s = self.settings
+        per_variant = 1 + (dataset.hole_count() if self.inpaint else 0)
+        entries = len(dataset) * dataset.settings.cache.variants * per_variant
+        draws = (s.max_steps - self.global_step) * s.batch_size * s.gradient_accumulation_steps * self.world
+        if draws >= entries:
+            return True
+        logger.info(
+            "latent cache: %d samples left to draw < %d cache entries: filling the cache during training "
+            "instead of a caching pass first (`furlora cache` fills it ahead)", draws, entries,
+        )
+        return False
 
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> dict[str, float]:

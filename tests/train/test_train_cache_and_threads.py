@@ -170,3 +170,25 @@ def test_plan_names_the_caches_that_cannot_apply() -> None:
     assert cache_notes(load_config(root / "sdxl-inpainting.yaml")) == []
     off = cache_notes(load_config(root / "sdxl-inpainting.yaml", ["train.cache_latents=false"]))
     assert len(off) == 1 and off[0].startswith("train.cache_latents is false")
+
+
+def test_a_short_run_fills_the_cache_as_it_goes_and_a_long_run_fills_it_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from train_helpers import tiny_config
+
+    from furlora.train.trainer import Trainer
+
+    with caplog.at_level(logging.INFO, logger="furlora"):
+        trainer = Trainer(tiny_config(tmp_path / "short", "train.max_steps=2", "train.full_mask_fraction=0"))
+        trainer.fit()
+    # 2 steps x batch 1: one image latent + one masked-image latent per sample, no caching pass.
+    assert trainer.encoder.vae_encodes == 4
+    assert "filling the cache during training instead of a caching pass first" in caplog.text
+    dataset = trainer.pre.dataset
+    entries = len(dataset) * dataset.settings.cache.variants * (1 + dataset.hole_count())
+    long_run = Trainer(tiny_config(tmp_path / "long", f"train.max_steps={entries}"), resume="never")
+    assert long_run._prefill_pays_off(long_run.pre.dataset)
+    long_run.release_run_lock()
