@@ -55,6 +55,10 @@ def _openmp_runtime() -> ctypes.CDLL | None:
             paths = sorted({line.split()[-1] for line in maps if _OPENMP_NAMES.search(line)})
     except OSError:
         return None
+    # Other wheels bundle their own copy (albumentations' simsimd ships a libgomp): setting the thread
+    # count in that copy leaves torch's untouched, so torch's own runtime comes first.
+    torch_dir = os.path.dirname(torch.__file__) + os.sep
+    paths.sort(key=lambda path: not path.startswith(torch_dir))
     for path in paths:
         try:
             return ctypes.CDLL(path)

@@ -140,6 +140,10 @@ class _Sampler:
 
 
 def test_data_thread_starts_no_second_openmp_pool() -> None:
+    # The dataset imports albumentations, whose simsimd wheel loads a second libgomp: the fix must
+    # reach torch's runtime, not that one.
+    import albumentations  # noqa: F401
+
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
