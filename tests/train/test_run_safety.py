@@ -23,17 +23,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors import safe_open
 
 from furlora.config import load_config
 from furlora.errors import ConfigError, RunLockedError
 from furlora.run_lock import LOCK_NAME, acquire_run_lock
-from furlora.train.checkpoint import list_checkpoints, read_checkpoint, verify_checkpoint
+from furlora.train.checkpoint import list_checkpoints, verify_checkpoint
 from furlora.train.resume import select_checkpoint
 from furlora.train.stop import REPEAT_WINDOW_S, TIME_BUDGET_EXIT, StopDecision
 from test_train_exact_resume import write_config
-from train_helpers import tiny_config
+from train_helpers import assert_same_training, tiny_config
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -183,24 +181,7 @@ def straight(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Pat
 
 
 def _assert_same_training(a_run: Path, b_run: Path) -> None:
-    a = read_checkpoint(a_run / "checkpoints" / f"step-{STEPS:08d}")
-    b = read_checkpoint(b_run / "checkpoints" / f"step-{STEPS:08d}")
-    assert a.lora.keys() == b.lora.keys()
-    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in a.lora.items()), "LoRA did not train"
-    for key in a.lora:
-        assert torch.equal(a.lora[key], b.lora[key]), key
-    for key in a.ema:
-        assert torch.equal(a.ema[key], b.ema[key]), key
-    state_a, state_b = a.training["optimizer"]["state"], b.training["optimizer"]["state"]
-    for index in state_a:
-        assert torch.equal(state_a[index]["exp_avg"], state_b[index]["exp_avg"])
-        assert torch.equal(state_a[index]["exp_avg_sq"], state_b[index]["exp_avg_sq"])
-    assert a.meta["stream"] == b.meta["stream"] and a.meta["guard"] == b.meta["guard"]
-    exported = "lora/furlora-run.diffusers.safetensors"
-    with safe_open(a_run / exported, "pt") as fa, safe_open(b_run / exported, "pt") as fb:
-        assert sorted(fa.keys()) == sorted(fb.keys())
-        for key in fa.keys():
-            assert torch.equal(fa.get_tensor(key), fb.get_tensor(key)), key
+    assert_same_training(a_run, b_run, STEPS)
 
 
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])

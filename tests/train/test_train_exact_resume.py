@@ -18,11 +18,10 @@ import threading
 import time
 from pathlib import Path
 
-import torch
 import yaml
-from safetensors import safe_open
 
-from furlora.train.checkpoint import list_checkpoints, read_checkpoint
+from furlora.train.checkpoint import list_checkpoints
+from train_helpers import assert_same_training
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -125,21 +124,4 @@ def test_kill_at_any_moment_then_resume_is_bit_identical(tmp_path: Path, model_c
     assert summary["resumed_from"].endswith("step-00000005")
     assert not any(p.name.startswith(".tmp-") for p in checkpoints.iterdir())
 
-    a = read_checkpoint(tmp_path / "straight" / "checkpoints" / f"step-{STEPS:08d}")
-    b = read_checkpoint(checkpoints / f"step-{STEPS:08d}")
-    assert a.lora.keys() == b.lora.keys()
-    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in a.lora.items()), "LoRA did not train"
-    for key in a.lora:
-        assert torch.equal(a.lora[key], b.lora[key]), key
-    for key in a.ema:
-        assert torch.equal(a.ema[key], b.ema[key]), key
-    state_a, state_b = a.training["optimizer"]["state"], b.training["optimizer"]["state"]
-    for index in state_a:
-        assert torch.equal(state_a[index]["exp_avg_sq"], state_b[index]["exp_avg_sq"])
-    assert a.meta["stream"] == b.meta["stream"]
-    exported = "lora/furlora-run.diffusers.safetensors"
-    with safe_open(tmp_path / "straight" / exported, "pt") as fa, safe_open(tmp_path / "killed" / exported, "pt") as fb:
-        assert fa.metadata() == fb.metadata()
-        assert sorted(fa.keys()) == sorted(fb.keys())
-        for key in fa.keys():
-            assert torch.equal(fa.get_tensor(key), fb.get_tensor(key)), key
+    assert_same_training(tmp_path / "straight", tmp_path / "killed", STEPS)

@@ -57,3 +57,34 @@ def tiny_config(output: Any, *overrides: str) -> Any:
             *overrides,
         ],
     )
+
+
+def assert_same_training(a_run: Any, b_run: Any, step: int) -> None:
+    """Two run folders ended in bit-identical training state at ``step``: LoRA, EMA, Adam moments,
+    data stream, NaN guard, and the exported diffusers file (tensors and metadata)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from furlora.train.checkpoint import read_checkpoint
+
+    a_run, b_run = Path(a_run), Path(b_run)
+    a = read_checkpoint(a_run / "checkpoints" / f"step-{step:08d}")
+    b = read_checkpoint(b_run / "checkpoints" / f"step-{step:08d}")
+    assert a.lora.keys() == b.lora.keys()
+    assert any(k.endswith("lora_B.weight") and v.abs().sum() > 0 for k, v in a.lora.items()), "LoRA did not train"
+    for key in a.lora:
+        assert torch.equal(a.lora[key], b.lora[key]), key
+    for key in a.ema:
+        assert torch.equal(a.ema[key], b.ema[key]), key
+    state_a, state_b = a.training["optimizer"]["state"], b.training["optimizer"]["state"]
+    for index in state_a:
+        assert torch.equal(state_a[index]["exp_avg"], state_b[index]["exp_avg"])
+        assert torch.equal(state_a[index]["exp_avg_sq"], state_b[index]["exp_avg_sq"])
+    assert a.meta["stream"] == b.meta["stream"] and a.meta["guard"] == b.meta["guard"]
+    exported = "lora/furlora-run.diffusers.safetensors"
+    with safe_open(a_run / exported, "pt") as fa, safe_open(b_run / exported, "pt") as fb:
+        assert fa.metadata() == fb.metadata()
+        assert sorted(fa.keys()) == sorted(fb.keys())
+        for key in fa.keys():
+            assert torch.equal(fa.get_tensor(key), fb.get_tensor(key)), key
