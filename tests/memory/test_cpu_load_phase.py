@@ -7,23 +7,25 @@ once), and the EMA kept "on the CPU" was not counted in a CPU plan.
 from __future__ import annotations
 
 import copy
+import importlib.util
+from pathlib import Path
 
 from furlora.config import validate_config
-from furlora.memory import GiB, estimate, plan_input_from_config
+from furlora.memory import estimate, plan_input_from_config
 from furlora.memory.estimate import weight_file_dtype
 
-#: The issue's run (bench/sdxl_cpu_step.py HELD_OUT), measured again here: 10.19 GiB.
-RUN = {
-    "model": {"source": "diffusers/stable-diffusion-xl-1.0-inpainting-0.1", "dtype": "bf16", "vae_dtype": "fp32"},
-    "data": {"path": "datasets/spitz-fur/train", "resolution": 256},
-    "lora": {"unet": {"preset": "attn", "rank": 4, "alpha": 4.0},
-             "text_encoder": {"enabled": True, "preset": "attn", "rank": 4, "alpha": 4.0},
-             "text_encoder_2": {"enabled": True, "preset": "attn", "rank": 4, "alpha": 4.0}},
-    "train": {"cpu": True, "batch_size": 1, "objective": "inpaint", "mixed_precision": "bf16",
-              "ema": {"enabled": True, "device": "cpu"},
-              "validation": {"path": "datasets/spitz-fur/heldout", "sample_images": True}},
-}
-MEASURED = 10.19 * GiB
+
+def _held_out_run() -> tuple[dict, int]:
+    """The issue's run and its measured peak (10.19 GiB), from bench/sdxl_cpu_step.py's held-out points."""
+    path = Path(__file__).resolve().parents[2] / "bench" / "sdxl_cpu_step.py"
+    spec = importlib.util.spec_from_file_location("sdxl_cpu_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    run, measured, _ = module.HELD_OUT["issue12-realsize-inpaint-256-bf16"]
+    return run, measured
+
+
+RUN, MEASURED = _held_out_run()
 
 
 def _plan(run: dict, device: str | None = None):
