@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from furlora.cli.options import add_overrides
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     cache = subparsers.add_parser(
@@ -18,8 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     cache.add_argument("config", help="YAML run config (see configs/)")
-    cache.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set data.cache_dir=/shared/cache (repeatable)")
+    add_overrides(cache, "override a config value, e.g. --set data.cache_dir=/shared/cache (repeatable)")
     cache.set_defaults(func=_cache)
 
 

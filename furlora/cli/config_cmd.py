@@ -6,6 +6,7 @@ import argparse
 
 import yaml
 
+from furlora.cli.options import add_overrides
 from furlora.config import load_config
 
 
@@ -14,11 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     validate = sub.add_parser("validate", help="check a YAML config and report every problem")
     validate.add_argument("file")
-    validate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(validate)
     validate.set_defaults(func=_validate)
     show = sub.add_parser("show", help="print the full config (defaults filled in)")
     show.add_argument("file", nargs="?")
-    show.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(show)
     show.set_defaults(func=_show)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from furlora.cli.options import add_overrides
 from furlora.config import load_config
 
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="dataset folder")
     parser.add_argument("--config", default=None, help="run config YAML whose data: section applies")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, e.g. data.layout=kohya")
+    add_overrides(parser, "config override, e.g. data.layout=kohya")
 
 
 def _check(args: argparse.Namespace) -> int:

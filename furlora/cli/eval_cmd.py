@@ -7,6 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
+from furlora.cli.options import add_overrides
 from furlora.errors import EvaluationError
 
 
@@ -56,8 +57,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--prompt", default=None, help="prompt (default: eval.prompt; dataset captions win unless "
                         "eval.use_captions is false)")
     parser.add_argument("--config", default=None, help="run config YAML whose model: and eval: sections apply")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set eval.passes='[{strength: 1.0, steps: 20}]' (repeatable)")
+    add_overrides(parser, "config override, e.g. --set eval.passes='[{strength: 1.0, steps: 20}]' (repeatable)")
     parser.add_argument("--device", default=None, help="where the model runs: auto (the CUDA GPU when present), cpu, "
                         "cuda, cuda:N or mps (default: eval.device). UNet and text encoders in model.dtype, the VAE "
                         "in model.vae_dtype, as in training")

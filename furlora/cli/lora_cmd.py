@@ -13,6 +13,7 @@ import argparse
 import json
 from pathlib import Path
 
+from furlora.cli.options import add_overrides
 from furlora.config import load_config
 from furlora.lora.formats import ADAPTER_METADATA_KEY, load_lora_file, save_lora_file
 from furlora.lora.adapters import LoraAdapters
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     targets.add_argument("--model", help="model to inspect (default: the config's model.source)")
     targets.add_argument("--config", help="run config YAML (default: built-in defaults)")
-    targets.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(targets)
     targets.add_argument("--json", action="store_true", help="print the report as JSON")
     targets.add_argument("--names", action="store_true", help="also list every hooked module name")
     targets.set_defaults(func=_targets)

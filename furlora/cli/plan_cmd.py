@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from furlora.cli.options import add_overrides
 from furlora.errors import ConfigError
 
 
@@ -33,8 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--suggest", action="store_true",
                         help="list the cheapest changes (least quality lost first) that make the run fit")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value (repeatable)")
+    add_overrides(parser, "override a config value (repeatable)")
     parser.add_argument("--architecture", metavar="ARCH",
                         help="sdxl-meta, sdxl-inpaint-meta, tiny-sdxl, tiny-sdxl-inpaint or a diffusers folder "
                              "(default: from model.source; needed when the model is not available locally)")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from furlora.cli.options import add_overrides
 from furlora.errors import ConfigError
 from furlora.train.state import RunSummary
 
@@ -34,8 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "naming the process that holds the folder."
     )
     train.add_argument("config", help="YAML run config (see configs/)")
-    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set train.max_steps=200 (repeatable)")
+    add_overrides(train, "override a config value, e.g. --set train.max_steps=200 (repeatable)")
     train.add_argument("--resume", default="auto", metavar="auto|never|PATH",
                        help="auto: newest complete checkpoint in the run's folder (default); never: start fresh "
                             "(refuses a folder that holds checkpoints); PATH: that checkpoint folder")
@@ -51,8 +51,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     demo.add_argument("--output", default="runs/demo", help="output folder (default runs/demo)")
-    demo.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a value of configs/tiny-cpu.yaml")
+    add_overrides(demo, "override a value of configs/tiny-cpu.yaml")
     demo.add_argument("--resume", default="auto", metavar="auto|never|PATH", help="as for furlora train")
     demo.set_defaults(func=_demo)
 
