@@ -35,12 +35,13 @@ def average_gradients(parameters: Sequence[torch.Tensor], world_size: int) -> No
         offset += n
 
 
-def mean_over_processes(value: float, world_size: int, device: torch.device) -> float:
-    """The mean of a Python float over the processes (the value itself with one process)."""
+def sum_over_processes(values: list[float], world_size: int, device: torch.device) -> list[float]:
+    """Element-wise sums of Python floats over the processes, in one all-reduce (the values themselves
+    with one process)."""
     if world_size == 1:
-        return value
+        return list(values)
     import torch.distributed as dist
 
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    return float(t.item() / world_size)
+    return t.tolist()

@@ -180,12 +180,9 @@ class StopControl:
         """The step's loss averaged over the processes; the stop votes travel in the same all-reduce."""
         if self.world == 1:
             return local_loss
-        import torch
-        import torch.distributed as dist
+        from furlora.train.distributed import sum_over_processes
 
-        values = torch.tensor([local_loss, *self._votes()], dtype=torch.float64, device=self.device)
-        dist.all_reduce(values)
-        reduced = values.tolist()
+        reduced = sum_over_processes([local_loss, *self._votes()], self.world, self.device)
         self._agreed = self._decide(reduced[1:])
         return reduced[0] / self.world
 
