@@ -89,3 +89,22 @@ def test_the_training_tracker_prints_lines_when_stderr_is_not_a_terminal(capsys)
     lines = [line for line in err.splitlines() if line.startswith("train: ")]
     assert [line.split(",")[0] for line in lines] == [f"train: {n}/20 ({5 * n}%)" for n in range(2, 21, 2)]
     assert lines[-1].endswith("loss=0.5000, lr=1.00e-03")
+
+
+def test_the_dataset_check_prints_lines_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from furlora.data.settings import DataSettings
+    from furlora.data.validate import validate_dataset
+
+    # 120 tiny images: the check shows progress from 100 images on.
+    for i in range(120):
+        Image.fromarray(np.full((64, 64, 3), i, np.uint8)).save(tmp_path / f"img_{i:03d}.png")
+        Image.fromarray(np.full((64, 64), 255, np.uint8)).save(tmp_path / f"img_{i:03d}.face.png")
+    validate_dataset(tmp_path, DataSettings(path=str(tmp_path), resolution=64), strict=False)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("checking dataset: ")]
+    assert lines[-1].startswith("checking dataset: 120/120 (100%)")
+    assert 5 <= len(lines) <= 12

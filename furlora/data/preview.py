@@ -16,7 +16,8 @@ from typing import Any
 import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from tqdm.auto import tqdm
+
+from furlora.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -124,12 +125,15 @@ def write_preview(dataset: Any, out_dir: str | Path, *, limit: int | None = None
     count = len(dataset) if limit is None else min(limit, len(dataset))
     written: list[Path] = []
     samples = []
-    for i in tqdm(range(count), desc="preview", unit="img", disable=True if count < 50 else None):
+    bar = progress_bar(count, "preview", "img", disable=count < 50)
+    for i in range(count):
+        bar.update()
         sample = dataset.sample(i, epoch, augment=augment)
         samples.append(sample)
         path = out / f"{_safe_name(sample['key'])}.png"
         sample_panels(sample).save(path)
         written.append(path)
+    bar.close()
     sheet = out / "contact_sheet.png"
     contact_sheet(samples).save(sheet)
     written.append(sheet)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from furlora.data.buckets import assign_bucket, make_buckets
 from furlora.data.images import LoadedImage, LoadedMask, load_image, load_mask
@@ -24,6 +23,7 @@ from furlora.data.masks import coverage, grey_fraction, prepare_mask
 from furlora.data.validation_report import Problem, ValidationReport
 from furlora.data.settings import DataSettings
 from furlora.errors import DatasetError
+from furlora.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -212,13 +212,16 @@ def validate_dataset(
     bad_images = {p.image for p in discovery.problems if p.severity == "error" and p.image is not None}
     samples: list[SampleInfo] = []
     records = discovery.records
-    for record in tqdm(records, desc="checking dataset", unit="img", disable=True if len(records) < 100 else None):
+    bar = progress_bar(len(records), "checking dataset", "img", disable=len(records) < 100)
+    for record in records:
+        bar.update()
         info, problems = _check_record(record, settings, discovery.layout, report)
         report.problems.extend(problems)
         if info is None or record.image in bad_images:
             report.skipped.append(record.image)
         else:
             samples.append(info)
+    bar.close()
     found = sorted(report.regions_found)
     regions = list(settings.regions) if settings.regions is not None else found
     if any(s.full_image for s in samples) and FULL_REGION not in regions:

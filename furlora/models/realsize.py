@@ -169,12 +169,12 @@ def _scheduler_config() -> dict[str, Any]:
 
 
 def _write_realsize_model(spec: dict[str, Any], folder: Path, donor: Path | None) -> None:
-    from tqdm.auto import tqdm
-
     from diffusers import EulerDiscreteScheduler
 
+    from furlora.progress import progress_bar
+
     steps = [spec["unet"], *_WEIGHTED]
-    with tqdm(total=len(steps), desc=f"writing {spec['name']}", unit="component") as bar:
+    with progress_bar(len(steps), f"writing {spec['name']}", "component") as bar:
         for part in steps:
             sub = "unet" if part == spec["unet"] else part
             stem = "diffusion_pytorch_model" if sub in ("unet", "vae") else "model"

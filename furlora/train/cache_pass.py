@@ -48,7 +48,7 @@ def fill_latent_cache(
     i.e. ``train.full_mask_fraction > 0``) the all-zero masked image of each bucket size.
     With several processes each takes every ``world``-th image.
     """
-    from tqdm.auto import tqdm
+    from furlora.progress import progress_bar
 
     if not getattr(dataset, "cache_latents", False):
         raise ValueError("the caching pass needs a dataset in cache mode (MaskedDataset(..., cache_latents=True))")
@@ -57,7 +57,7 @@ def fill_latent_cache(
     started = time.perf_counter()
     entries = encoded = 0
     sizes: set[tuple[int, int]] = set()
-    bar = tqdm(total=len(items), desc=desc, unit="image", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(items), desc, "image", disable=not progress)
     try:
         with torch.no_grad():
             for variant, index in items:
