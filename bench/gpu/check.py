@@ -143,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
             logger.error("LoRA round trip failed:\n%s", traceback.format_exc())
         logger.info("LoRA round trip: %s", check["status"])
         # The run's exported diffusers file (the round trip saves one itself when the run wrote none).
-        lora_file = getattr(trainer, "files", {}).get("diffusers") or str(work / "lora-check-trained.safetensors")
-        res = int(trainer.config.data.resolution)
+        lora_file = trainer.files.get("diffusers") or str(work / "lora-check-trained.safetensors")
+        res = int(trainer.run.config.data.resolution)
         logger.info("comparison: %d held-out images, 3 passes", args.compare_images)
         try:
             compare = run_compare(
                 pipe if pipe is not None else trainer.components, lora_file, str(REPO / "datasets/spitz-fur/heldout"),
-                trainer.config.data, work / "compare", images=args.compare_images, steps=args.compare_steps,
-                resolution=res, device=device, preset=trainer.config.name,
+                trainer.run.config.data, work / "compare", images=args.compare_images, steps=args.compare_steps,
+                resolution=res, device=device, preset=trainer.run.config.name,
             )
         except Exception as exc:  # noqa: BLE001
             compare = {**empty_compare(), "status": "failed", "preset": compare_preset,

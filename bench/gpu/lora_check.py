@@ -129,28 +129,28 @@ def lora_round_trip(trainer: Any, work_dir: Path, device: torch.device) -> tuple
     if exported is None:
         exported = str(manager.save(work_dir / "lora-check-trained.safetensors", format="diffusers"))
         result["reason"] = "the run exported no diffusers file; saved one with the manager"
-    resolution = int(trainer.config.data.resolution)
+    resolution = int(trainer.run.config.data.resolution)
     inputs = _inputs(components, resolution, device)
     modules = (components.unet, components.text_encoder, components.text_encoder_2)
     with manager.disabled():
-        base = _denoise(*modules, inputs, trainer.autocast)
-    trained = _denoise(*modules, inputs, trainer.autocast)
+        base = _denoise(*modules, inputs, trainer.run.autocast)
+    trained = _denoise(*modules, inputs, trainer.run.autocast)
     _amplify(manager)
     amplified_file = manager.save(work_dir / "lora-check-amplified.safetensors", format="diffusers")
-    amplified = _denoise(*modules, inputs, trainer.autocast)
+    amplified = _denoise(*modules, inputs, trainer.run.autocast)
 
     stripped = strip_lora_layers(list(modules))
     pipe = _pipeline(components)
     outputs = {}
     for label, path in (("trained", exported), ("amplified", amplified_file)):
         pipe.load_lora_weights(str(path), adapter_name=f"check_{label}")
-        outputs[label] = _denoise(pipe.unet, pipe.text_encoder, pipe.text_encoder_2, inputs, trainer.autocast)
+        outputs[label] = _denoise(pipe.unet, pipe.text_encoder, pipe.text_encoder_2, inputs, trainer.run.autocast)
         pipe.unload_lora_weights()
-    after = _denoise(pipe.unet, pipe.text_encoder, pipe.text_encoder_2, inputs, trainer.autocast)
+    after = _denoise(pipe.unet, pipe.text_encoder, pipe.text_encoder_2, inputs, trainer.run.autocast)
 
     tolerance = TOLERANCE["cuda" if device.type == "cuda" else "cpu"]
     result.update(
-        file=Path(exported).name, components=list(trainer.trained), modules=stripped,
+        file=Path(exported).name, components=list(trainer.run.trained), modules=stripped,
         latent_size=resolution // 8, tolerance=tolerance,
         trained=_compare(trained, outputs["trained"], base),
         amplified=_compare(amplified, outputs["amplified"], base),

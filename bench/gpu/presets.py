@@ -222,13 +222,13 @@ def run_preset(
         step_ends.append(time.perf_counter())
         last = step_ends[-1] - step_ends[-2] if len(step_ends) > 1 else step_ends[-1] - fit_start
         if governor is not None and governor.should_stop(trainer.global_step, train.max_steps, last):
-            trainer.settings.max_steps = trainer.global_step  # the loop ends after this step, cleanly
+            trainer.run.settings.max_steps = trainer.global_step  # the loop ends after this step, cleanly
 
     t0 = time.perf_counter()
     trainer = Trainer(config, resume="never", components=components, callbacks=[on_step])
     timers = _Timers(device)
     for name in _ENCODER_METHODS:
-        timers.wrap(trainer.encoder, name, "caching")
+        timers.wrap(trainer.run.encoder, name, "caching")
     timers.wrap(trainer, "save_checkpoint", "checkpoint")
     timers.wrap(trainer.writer, "wait", "checkpoint_wait", unless_inside="checkpoint")
     pass_timer = _Timers(device)
@@ -257,8 +257,8 @@ def run_preset(
     result["final_loss"] = summary.get("final_loss")
     result["cache_pass_seconds"] = pass_timer.seconds.get("cache_pass")
     result["caching_seconds"] = timers.seconds.get("caching", 0.0) + (result["cache_pass_seconds"] or 0.0)
-    result["vae_encodes"] = getattr(trainer.encoder, "vae_encodes", None)
-    cache = getattr(trainer.encoder, "latent_cache", None)
+    result["vae_encodes"] = trainer.run.encoder.vae_encodes
+    cache = trainer.run.encoder.latent_cache
     result["cache_hits"] = getattr(cache, "hits", None)
     result["cache_misses"] = getattr(cache, "misses", None)
     result["checkpoints"] = timers.calls.get("checkpoint", 0)

@@ -14,7 +14,7 @@ One job per module (imports point one way: settings <- loss/noise/rng <- step <-
   checking the checkpoint to resume from.
 - ``stream``: the resumable batch order. ``schedule``: LR and resolution schedules. ``optim``,
   ``ema``, ``guard`` (NaN/Inf), ``distributed``, ``validation`` (the loss), ``sample_grid`` (images), ``tracking``, ``export``.
-- ``setup``: checks before weights load, model / LoRA / accelerator set-up. ``trainer``: the loop.
+- ``setup``: checks before weights load, then ``setup_run`` builds the run's fixed parts (``Run``). ``trainer``: the loop.
 
 - ``state``: TrainState (the checkpointed counters) and RunSummary (what ``fit`` returns).
 

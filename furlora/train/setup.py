@@ -2,26 +2,48 @@
 
 :func:`preflight` checks the config against the model folder (configs only, no weights), builds
 and validates the datasets (a failing dataset stops here with its report) and resolves the
-objective; only then :func:`load_components` reads gigabytes of weights.
+objective; only then :func:`load_components` reads gigabytes of weights. :func:`setup_run` does
+all of it in that order and returns the :class:`Run` the trainer's loop works with.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from furlora.config import RunConfig
+from furlora.data.cache import run_cache_dir
+from furlora.data.dataset import MaskedDataset, collate_samples
 from furlora.errors import ConfigError, TrainingError, format_problems
-from furlora.models.device import pick_device
-from furlora.tokens import check_before_loading
+from furlora.lora.adapters import LoraAdapters
+from furlora.models.device import autocast_dtype, pick_device
+from furlora.models.sdxl import SDXLComponents, inspect_model_folder, load_sdxl, resolve_model_path
+from furlora.tokens import check_before_loading, prepare_tokens
+from furlora.tokens.embeddings import TokenEmbeddings
+from furlora.train.ema import AdapterEMA
+from furlora.train.encode import BatchEncoder
+from furlora.train.guard import NonFiniteGuard
+from furlora.train.optim import build_optimizer
+from furlora.train.resume import config_hash
+from furlora.train.rng import derive_seed
+from furlora.train.schedule import build_lr_scheduler
 from furlora.train.settings import TrainSettings
-from furlora.train.step import resolve_objective
+from furlora.train.step import resolve_objective, resolve_prediction_type
+from furlora.train.threads import available_cpus
+
+if TYPE_CHECKING:  # accelerate is slow to import: the annotations only
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
+
+Collate = Callable[[list[dict[str, Any]]], dict[str, Any]]
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 
 
 @dataclass
@@ -30,9 +52,49 @@ class Preflight:
 
     model_path: Path
     inpaint: bool
-    dataset: Any
-    val_dataset: Any | None
+    dataset: MaskedDataset
+    val_dataset: MaskedDataset | None
     output_dir: Path
+
+
+@dataclass
+class Run:
+    """Built by :func:`setup_run` before the first step: the same objects all run long (checkpoints save their inner state)."""
+
+    config: RunConfig
+    pre: Preflight
+    accelerator: Accelerator
+    device: torch.device
+    rank: int
+    world: int
+    is_main: bool
+    collate: Collate
+    components: SDXLComponents
+    tokens: TokenEmbeddings | None
+    manager: LoraAdapters
+    trained: list[str]
+    prediction_type: str
+    encoder: BatchEncoder
+    parameters: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler | None
+    ema: AdapterEMA | None
+    guard: NonFiniteGuard
+    checkpoint_dir: Path
+    config_dict: dict[str, Any]
+    config_hash: str
+
+    @property
+    def settings(self) -> TrainSettings:
+        return self.config.train
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The mixed-precision context of forward passes (LoRA weights stay fp32)."""
+        mode = self.settings.mixed_precision
+        if mode == "no":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=autocast_dtype(mode))
 
 
 def under(base: Path, path: str) -> Path:
@@ -41,7 +103,7 @@ def under(base: Path, path: str) -> Path:
     return p if p.is_absolute() else base / p
 
 
-def build_accelerator(config: RunConfig) -> Any:
+def build_accelerator(config: RunConfig) -> Accelerator:
     """An ``accelerate.Accelerator`` for this run: process group, device, TensorBoard tracker.
 
     Mixed precision is not delegated to accelerate: the trainer autocasts itself (LoRA weights
@@ -60,10 +122,8 @@ def build_accelerator(config: RunConfig) -> Any:
     )
 
 
-def build_dataset(config: RunConfig, resolution: int | None = None, root: str | None = None) -> Any:
+def build_dataset(config: RunConfig, resolution: int | None = None, root: str | None = None) -> MaskedDataset:
     """A validated :class:`~furlora.data.dataset.MaskedDataset` (at ``resolution`` if given)."""
-    from furlora.data.dataset import MaskedDataset
-
     settings = config.data
     if resolution is not None and resolution != settings.resolution:
         settings = settings.model_copy(update={"resolution": resolution})
@@ -71,10 +131,8 @@ def build_dataset(config: RunConfig, resolution: int | None = None, root: str | 
     return MaskedDataset(settings, root=root, seed=config.seed, cache_latents=config.train.cache_latents)
 
 
-def preflight(config: RunConfig, dataset: Any | None = None, val_dataset: Any | None = None) -> Preflight:
+def preflight(config: RunConfig, dataset: MaskedDataset | None = None, val_dataset: MaskedDataset | None = None) -> Preflight:
     """Check the run before any weight loads; raise one error listing every config problem."""
-    from furlora.models.sdxl import inspect_model_folder, resolve_model_path
-
     train = config.train
     problems: list[str] = []
     if train.mixed_precision == "fp16" and pick_device("auto", cpu_only=train.cpu).type != "cuda":
@@ -107,10 +165,8 @@ def preflight(config: RunConfig, dataset: Any | None = None, val_dataset: Any | 
     return Preflight(model_path=model_path, inpaint=inpaint, dataset=dataset, val_dataset=val_dataset, output_dir=output_dir)
 
 
-def load_components(config: RunConfig, model_path: Path, device: torch.device) -> Any:
+def load_components(config: RunConfig, model_path: Path, device: torch.device) -> SDXLComponents:
     """Load the frozen SDXL components onto ``device``."""
-    from furlora.models.sdxl import load_sdxl
-
     return load_sdxl(
         model_path,
         dtype=config.model.dtype,
@@ -120,10 +176,8 @@ def load_components(config: RunConfig, model_path: Path, device: torch.device) -
     )
 
 
-def attach_lora(components: Any, config: RunConfig) -> Any:
+def attach_lora(components: Any, config: RunConfig) -> LoraAdapters:
     """Put LoRA on the configured components; returns the LoraAdapters (coverage is logged)."""
-    from furlora.lora.adapters import LoraAdapters
-
     modules = {"unet": components.unet, "text_encoder": components.text_encoder, "text_encoder_2": components.text_encoder_2}
     # Seeded initialisation: two runs with the same seed start from the same LoRA weights.
     manager = LoraAdapters(modules, config.lora, seed=config.seed, model_name=str(config.model.source))
@@ -136,11 +190,71 @@ def configure_memory(components: Any, settings: TrainSettings, trained: list[str
     """Gradient checkpointing and attention slicing on the modules that need them."""
     if settings.gradient_checkpointing:
         components.unet.enable_gradient_checkpointing()
-        for name in ("text_encoder", "text_encoder_2"):
+        for name in TEXT_ENCODERS:
             if name in trained:
                 getattr(components, name).gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if settings.attention == "sliced":
         components.unet.set_attention_slice("auto")
+
+
+def setup_run(config: RunConfig, *, components: SDXLComponents | None = None, dataset: MaskedDataset | None = None,
+              val_dataset: MaskedDataset | None = None, accelerator: Accelerator | None = None,
+              collate: Collate | None = None) -> Run:
+    """Build the :class:`Run` of ``config``; given objects (tests, notebooks) are used as they are."""
+    settings = config.train
+    # Default: the cores this process may really use (affinity / cgroup quota), not the machine's.
+    torch.set_num_threads(settings.cpu_threads or available_cpus())
+    # Checks that need no weights come first: a bad config or dataset fails in seconds.
+    pre = preflight(config, dataset, val_dataset)
+    accelerator = accelerator or build_accelerator(config)
+    device = accelerator.device
+    if settings.log_memory_plan and accelerator.is_main_process:
+        from furlora.memory import log_plan  # what `furlora plan` predicts, before the weights load (advice only)
+
+        cuda = device.type == "cuda"
+        log_plan(config, device="cuda" if cuda else "cpu", free_bytes=torch.cuda.mem_get_info(device)[0] if cuda else None)
+    collate = collate if collate is not None else collate_samples
+    components = components or load_components(config, pre.model_path, device)
+    # Tokens before LoRA (the grown embedding tables are not LoRA targets); the token checks
+    # that need no weights already ran in preflight.
+    tokens = prepare_tokens(components, config.tokens, seed=derive_seed(config.seed, "tokens"))
+    if tokens is not None:
+        collate = tokens.wrap_collate(collate)  # training and validation batches get the same token captions
+    manager = attach_lora(components, config)
+    trained = config.lora.enabled_components()
+    configure_memory(components, settings, trained)
+    prediction_type = resolve_prediction_type(settings.prediction_type, components.noise_scheduler)
+    # The inference scheduler too: sample grids must denoise with what the LoRA learns.
+    for scheduler in (components.noise_scheduler, components.scheduler):
+        if prediction_type != scheduler.config.prediction_type:
+            scheduler.register_to_config(prediction_type=prediction_type)
+    # Trained token vectors change the text embeddings: a cache keyed by caption would be stale.
+    cache_text = settings.cache_text_embeddings and tokens is None and not any(name in trained for name in TEXT_ENCODERS)
+    if settings.cache_text_embeddings and not cache_text and accelerator.is_main_process:
+        logger.warning(
+            "train.cache_text_embeddings is on but cannot apply: %s trains, so text embeddings change every step",
+            "a learned token (tokens.enabled)" if tokens is not None else "a text-encoder LoRA (lora.text_encoder*)",
+        )
+    cache_dir = run_cache_dir(config.data.cache_dir, pre.output_dir) if settings.cache_latents else None
+    encoder = BatchEncoder(components, device, cache_latents=settings.cache_latents, cache_text=cache_text, cache_dir=cache_dir)
+    groups = manager.parameter_groups()
+    if tokens is not None:
+        groups += tokens.parameter_groups(settings.learning_rate)
+    optimizer = build_optimizer(groups, settings)
+    ema = settings.ema
+    config_dict = config.to_dict()
+    return Run(
+        config=config, pre=pre, accelerator=accelerator, device=device, rank=accelerator.process_index,
+        world=accelerator.num_processes, is_main=accelerator.is_main_process, collate=collate,
+        components=components, tokens=tokens, manager=manager, trained=trained, prediction_type=prediction_type, encoder=encoder,
+        parameters=[p for g in groups for p in g["params"] if p.requires_grad], optimizer=optimizer,
+        lr_scheduler=build_lr_scheduler(optimizer, settings.lr_scheduler, settings.lr_warmup_steps, settings.max_steps),
+        scaler=torch.amp.GradScaler(device.type) if settings.mixed_precision == "fp16" else None,
+        ema=AdapterEMA(manager.lora_state_dict().items(), ema.decay, "cpu" if ema.device == "cpu" else device) if ema.enabled else None,
+        guard=NonFiniteGuard(settings.nan_patience),
+        checkpoint_dir=under(pre.output_dir, settings.checkpoint.dir),
+        config_dict=config_dict, config_hash=config_hash(config_dict),
+    )
 
 
 def memory_advice(settings: TrainSettings, resolution: int) -> str:

@@ -24,51 +24,41 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from furlora.config import RunConfig
-from furlora.data.cache import run_cache_dir
+from furlora.data.buckets import BucketBatchSampler
+from furlora.data.dataset import MaskedDataset
 from furlora.errors import CheckpointError
-from furlora.models.device import autocast_dtype
+from furlora.lora.adapters import LoraAdapters
+from furlora.models.sdxl import SDXLComponents
 from furlora.run_lock import RunLock, acquire_run_lock, hold_run_folder, process_rank
-from furlora.tokens import prepare_tokens
+from furlora.tokens.embeddings import TokenEmbeddings
 from furlora.train.cache_pass import fill_latent_cache
 from furlora.train.checkpoint import CheckpointState, CheckpointWriter, clean_stale, latest_complete_name
 from furlora.train.distributed import average_gradients
-from furlora.train.ema import AdapterEMA
-from furlora.train.encode import BatchEncoder
 from furlora.train.export import export_lora
-from furlora.train.guard import NonFiniteGuard
 from furlora.train.loss_log import LossLog
 from furlora.train.noise import draw_step
-from furlora.train.optim import build_optimizer
-from furlora.train.resume import check_compatible, config_hash, select_checkpoint
+from furlora.train.resume import check_compatible, select_checkpoint
 from furlora.train.rng import capture_rng_state, derive_seed, restore_rng_state, seed_global_rngs
-from furlora.train.schedule import build_lr_scheduler, resolution_at
-from furlora.train.setup import (
-    attach_lora,
-    build_accelerator,
-    build_dataset,
-    configure_memory,
-    load_components,
-    out_of_memory,
-    preflight,
-    under,
-)
-from furlora.train.step import prepare_batch, resolve_prediction_type, training_loss
+from furlora.train.schedule import resolution_at
+from furlora.train.setup import TEXT_ENCODERS, Collate, build_dataset, out_of_memory, setup_run
+from furlora.train.step import prepare_batch, training_loss
 from furlora.train.state import RunSummary, TrainState
 from furlora.train.stop import StopControl, StopDecision, format_duration
 from furlora.train.stream import BatchStream
-from furlora.train.threads import available_cpus
 from furlora.train.tracking import RunTracker, memory_mib
 from furlora.train.validation import validation_loss
+
+if TYPE_CHECKING:  # accelerate is slow to import: the annotations only
+    from accelerate import Accelerator
 
 logger = logging.getLogger(__name__)
 
 Callback = Callable[["Trainer"], None]
-TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 #: Keys of :attr:`Trainer.files` that name embedding files (``embedding:spitz-fur``).
 EMBEDDING_PREFIX = "embedding:"
 
@@ -79,7 +69,8 @@ class Trainer:
     ``resume``: "auto" (newest complete checkpoint, if any), "never", or a checkpoint path.
     ``components`` / ``dataset`` / ``val_dataset`` / ``accelerator`` may be given to reuse
     objects (tests, notebooks); otherwise they are built from the config. ``callbacks`` run
-    after every optimizer step with the trainer (e.g. custom logging, sampling).
+    after every optimizer step with the trainer (e.g. custom logging, sampling). What is built before
+    the first step is :attr:`run` (:func:`~furlora.train.setup.setup_run`); the trainer holds the loop's state.
 
     The run folder is locked (:mod:`furlora.run_lock`) from construction to the end of
     :meth:`fit`: a second process on the same ``output_dir`` fails before loading anything.
@@ -87,127 +78,24 @@ class Trainer:
     with a checkpoint (:mod:`furlora.train.stop`); ``summary["ended"]`` says how the run ended.
     """
 
-    def __init__(
-        self,
-        config: RunConfig,
-        *,
-        resume: str = "auto",
-        components: Any | None = None,
-        dataset: Any | None = None,
-        val_dataset: Any | None = None,
-        accelerator: Any | None = None,
-        callbacks: Sequence[Callback] = (),
-        collate: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None,
-    ) -> None:
+    def __init__(self, config: RunConfig, *, resume: str = "auto", components: SDXLComponents | None = None,
+                 dataset: MaskedDataset | None = None, val_dataset: MaskedDataset | None = None,
+                 accelerator: Accelerator | None = None, callbacks: Sequence[Callback] = (), collate: Collate | None = None) -> None:
         started = time.monotonic()  # train.max_wall_time counts from here, weight loading included
         # One writer per run folder, checked before anything is read, written or loaded (rank 0 only).
         main = accelerator.is_main_process if accelerator is not None else process_rank() == 0
         self.run_lock: RunLock | None = acquire_run_lock(config.output_dir) if main else None
         try:
-            self._setup(
-                config, resume=resume, components=components, dataset=dataset, val_dataset=val_dataset,
-                accelerator=accelerator, callbacks=callbacks, collate=collate,
-            )
+            self.run = setup_run(config, components=components, dataset=dataset, val_dataset=val_dataset, accelerator=accelerator, collate=collate)
         except BaseException:
             self.release_run_lock()
             raise
-        self.stop = StopControl(
-            self.settings.max_wall_time, started, world=self.world, device=self.device, keeps_clock=self.is_main
-        )
-        self.ended: StopDecision | None = None
-
-    def release_run_lock(self) -> None:
-        """Unlock the run folder now (:meth:`fit` does this when it returns or fails)."""
-        if self.run_lock is not None:
-            self.run_lock.release()
-            self.run_lock = None
-
-    def _setup(
-        self,
-        config: RunConfig,
-        *,
-        resume: str,
-        components: Any | None,
-        dataset: Any | None,
-        val_dataset: Any | None,
-        accelerator: Any | None,
-        callbacks: Sequence[Callback],
-        collate: Callable[[list[dict[str, Any]]], dict[str, Any]] | None,
-    ) -> None:
-        self.config = config
-        self.settings = config.train
+        run, settings = self.run, config.train
         self.resume_mode = resume
         self.callbacks = list(callbacks)
-        # Default: the cores this process may really use (affinity / cgroup quota), not the machine's.
-        torch.set_num_threads(self.settings.cpu_threads or available_cpus())
-        # Checks that need no weights come first: a bad config or dataset fails in seconds.
-        self.pre = preflight(config, dataset, val_dataset)
-        self.accelerator = accelerator or build_accelerator(config)
-        self.device = self.accelerator.device
-        self.rank = self.accelerator.process_index
-        self.world = self.accelerator.num_processes
-        self.is_main = self.accelerator.is_main_process
-        if self.settings.log_memory_plan and self.is_main:
-            self._log_memory_plan()
-        if collate is None:
-            from furlora.data.dataset import collate_samples as collate
-        self.collate = collate
-        self.components = components or load_components(config, self.pre.model_path, self.device)
-        # Tokens before LoRA (the grown embedding tables are not LoRA targets); the token checks
-        # that need no weights already ran in preflight.
-        self.tokens = prepare_tokens(self.components, config.tokens, seed=derive_seed(config.seed, "tokens"))
-        if self.tokens is not None:
-            # Training and validation batches get the same token captions.
-            self.collate = self.tokens.wrap_collate(self.collate)
-        self.inpaint = self.pre.inpaint
-        self.manager = attach_lora(self.components, config)
-        self.trained = config.lora.enabled_components()
-        configure_memory(self.components, self.settings, self.trained)
-        self.text_trainable = any(name in self.trained for name in TEXT_ENCODERS)
-        self.noise_scheduler = self.components.noise_scheduler
-        self.prediction_type = resolve_prediction_type(self.settings.prediction_type, self.noise_scheduler)
-        # The inference scheduler too: sample grids must denoise with what the LoRA learns.
-        for scheduler in (self.noise_scheduler, self.components.scheduler):
-            if self.prediction_type != scheduler.config.prediction_type:
-                scheduler.register_to_config(prediction_type=self.prediction_type)
-        # Trained token vectors change the text embeddings: a cache keyed by caption would be stale.
-        cache_text = self.settings.cache_text_embeddings and not self.text_trainable and self.tokens is None
-        if self.settings.cache_text_embeddings and not cache_text and self.is_main:
-            logger.warning(
-                "train.cache_text_embeddings is on but cannot apply: %s trains, so text embeddings change every step",
-                "a learned token (tokens.enabled)" if self.tokens is not None else "a text-encoder LoRA (lora.text_encoder*)",
-            )
-        self.encoder = BatchEncoder(
-            self.components,
-            self.device,
-            cache_latents=self.settings.cache_latents,
-            cache_text=cache_text,
-            cache_dir=run_cache_dir(config.data.cache_dir, self.pre.output_dir) if self.settings.cache_latents else None,
-        )
-        groups = self.manager.parameter_groups()
-        if self.tokens is not None:
-            groups += self.tokens.parameter_groups(self.settings.learning_rate)
-        self.parameters = [p for g in groups for p in g["params"] if p.requires_grad]
-        self.optimizer = build_optimizer(groups, self.settings)
-        self.lr_scheduler = build_lr_scheduler(
-            self.optimizer, self.settings.lr_scheduler, self.settings.lr_warmup_steps, self.settings.max_steps
-        )
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.settings.mixed_precision == "fp16" else None
-        ema = self.settings.ema
-        self.ema = (
-            AdapterEMA(self.manager.lora_state_dict().items(), ema.decay, "cpu" if ema.device == "cpu" else self.device)
-            if ema.enabled
-            else None
-        )
-        self.guard = NonFiniteGuard(self.settings.nan_patience)
-        self.output_dir = self.pre.output_dir
-        self.checkpoint_dir = under(self.output_dir, self.settings.checkpoint.dir)
-        self.writer = CheckpointWriter(
-            self.checkpoint_dir, self.settings.checkpoint.keep_last, self.settings.checkpoint.asynchronous
-        )
-        self.config_dict = config.to_dict()
-        self.config_hash = config_hash(self.config_dict)
+        self.writer = CheckpointWriter(run.checkpoint_dir, settings.checkpoint.keep_last, settings.checkpoint.asynchronous)
         self.state = TrainState(resolution=config.data.resolution)  # checkpointed counters
+        self.dataset = run.pre.dataset  # the current resolution phase's (a new phase builds its own)
         self.stream: BatchStream | None = None
         self.loss_log = LossLog()  # region / hole figures, summed on the device between logging steps
         # This process's run (not checkpointed): where it resumed, its last metrics, its files.
@@ -218,69 +106,81 @@ class Trainer:
         self.files: dict[str, str] = {}
         self._segment_start: float | None = None
         self._last_saved_step = -1
+        self.stop = StopControl(settings.max_wall_time, started, world=run.world, device=run.device, keeps_clock=run.is_main)
+        self.ended: StopDecision | None = None
+
+    def release_run_lock(self) -> None:
+        """Unlock the run folder now (:meth:`fit` does this when it returns or fails)."""
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
 
     @property
     def global_step(self) -> int:
         """Optimizer steps done (:attr:`state`.global_step)."""
         return self.state.global_step
 
-    def _log_memory_plan(self) -> None:
-        """Log what ``furlora plan`` predicts for this run, before the weights load (advice only)."""
-        from furlora.memory import log_plan
+    # What callbacks read (furlora.eval.validation_images, examples/); the rest is under ``run``.
+    @property
+    def components(self) -> SDXLComponents:
+        return self.run.components
 
-        free = torch.cuda.mem_get_info(self.device)[0] if self.device.type == "cuda" else None
-        log_plan(self.config, device="cuda" if self.device.type == "cuda" else "cpu", free_bytes=free)
+    @property
+    def manager(self) -> LoraAdapters:
+        return self.run.manager
+
+    @property
+    def tokens(self) -> TokenEmbeddings | None:
+        return self.run.tokens
+
+    @property
+    def is_main(self) -> bool:
+        return self.run.is_main
+
+    @property
+    def output_dir(self) -> Path:
+        return self.run.pre.output_dir
 
     def elapsed_seconds(self) -> float:
         """Wall time of the training loop over every run of this training (resumes included)."""
         running = time.perf_counter() - self._segment_start if self._segment_start is not None else 0.0
         return self.state.train_seconds + running
 
-    # ------------------------------------------------------------------ precision
-    def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        """The mixed-precision context of forward passes (LoRA weights stay fp32)."""
-        mode = self.settings.mixed_precision
-        if mode == "no":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=autocast_dtype(mode))
-
     # ------------------------------------------------------------------ data
     def _ensure_phase(self) -> None:
         """Switch dataset / stream when the resolution schedule enters a new phase."""
-        phase, resolution = resolution_at(self.global_step, self.settings.resolution_schedule, self.config.data.resolution)
+        run, settings = self.run, self.run.settings
+        phase, resolution = resolution_at(self.global_step, settings.resolution_schedule, run.config.data.resolution)
         if phase == self.state.phase and self.stream is not None:
             return
-        from furlora.data.buckets import BucketBatchSampler
-
-        dataset = self.pre.dataset
-        if self.settings.resolution_schedule and resolution != getattr(getattr(dataset, "settings", None), "resolution", resolution):
-            dataset = build_dataset(self.config, resolution)
-            self.pre.dataset = dataset
+        if settings.resolution_schedule and resolution != self.dataset.settings.resolution:
+            self.dataset = build_dataset(run.config, resolution)
             logger.info("resolution schedule: step %d, training at %d px", self.global_step, resolution)
+        dataset = self.dataset
         if self.stream is not None:
             self.stream.close()
-        if self.settings.cache_latents and getattr(dataset, "cache_latents", False) and self._prefill_pays_off(dataset):
+        if settings.cache_latents and dataset.cache_latents and self._prefill_pays_off(dataset):
             # Every latent this phase can use, before its first step: no step runs the VAE.
             fill_latent_cache(
-                dataset, self.encoder, self.inpaint, full_mask=self.settings.full_mask_fraction > 0,
-                rank=self.rank, world=self.world, progress=self.settings.log.progress_bar and self.is_main,
+                dataset, run.encoder, run.pre.inpaint, full_mask=settings.full_mask_fraction > 0,
+                rank=run.rank, world=run.world, progress=settings.log.progress_bar and run.is_main,
             )
-            self.accelerator.wait_for_everyone()
-        sampler = BucketBatchSampler(dataset, self.settings.batch_size, derive_seed(self.config.seed, "sampler", phase))
-        self.stream = BatchStream(dataset, sampler, self.collate, self.world, self.rank)
+            run.accelerator.wait_for_everyone()
+        sampler = BucketBatchSampler(dataset, settings.batch_size, derive_seed(run.config.seed, "sampler", phase))
+        self.stream = BatchStream(dataset, sampler, run.collate, run.world, run.rank)
         self.state.phase, self.state.resolution = phase, resolution
 
-    def _prefill_pays_off(self, dataset: Any) -> bool:
+    def _prefill_pays_off(self, dataset: MaskedDataset) -> bool:
         """Whether the caching pass encodes fewer images than the rest of the run would draw.
 
         A short run (a smoke test, a few steps on a large set) draws fewer samples than the cache
         holds entries; pre-filling would then run the VAE more often than training does. Such a run
         fills the cache as it goes instead (the same entries, on disk for the next run).
         """
-        s = self.settings
-        per_variant = 1 + (dataset.hole_count() if self.inpaint else 0)
+        s = self.run.settings
+        per_variant = 1 + (dataset.hole_count() if self.run.pre.inpaint else 0)
         entries = len(dataset) * dataset.settings.cache.variants * per_variant
-        draws = (s.max_steps - self.global_step) * s.batch_size * s.gradient_accumulation_steps * self.world
+        draws = (s.max_steps - self.global_step) * s.batch_size * s.gradient_accumulation_steps * self.run.world
         if draws >= entries:
             return True
         logger.info(
@@ -291,35 +191,35 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
     def _train_step(self) -> dict[str, float]:
-        settings = self.settings
+        run, settings = self.run, self.run.settings
         step = self.global_step
         accumulation = settings.gradient_accumulation_steps
-        seed_global_rngs(self.config.seed, step, self.rank)
-        text_trainable = self.text_trainable
-        if self.tokens is not None:
+        seed_global_rngs(run.config.seed, step, run.rank)
+        text_trainable = any(name in run.trained for name in TEXT_ENCODERS)
+        if run.tokens is not None:
             # Also right after a resume: requires_grad of the vectors follows the step number.
-            text_trainable = self.tokens.set_training_step(step, settings.max_steps) or text_trainable
+            text_trainable = run.tokens.set_training_step(step, settings.max_steps) or text_trainable
         for name in ("unet", *TEXT_ENCODERS):
-            if name in self.trained:
-                getattr(self.components, name).train()
+            if name in run.trained:
+                getattr(run.components, name).train()
         loss_sum = torch.zeros((), dtype=torch.float32)
         terms: dict[str, float] = {}
         for micro in range(accumulation):
             batch = self.stream.next()
-            shape = self.encoder.latent_shape(batch["pixel_values"].shape)
+            shape = run.encoder.latent_shape(batch["pixel_values"].shape)
             draws = draw_step(
-                self.config.seed, step, self.rank, micro, shape,
-                self.noise_scheduler.config.num_train_timesteps,
+                run.config.seed, step, run.rank, micro, shape,
+                run.components.noise_scheduler.config.num_train_timesteps,
                 settings.loss.noise_offset,
-                settings.full_mask_fraction if self.inpaint else 0.0,
+                settings.full_mask_fraction if run.pre.inpaint else 0.0,
             )
-            prepared = prepare_batch(batch, draws, self.encoder, self.inpaint, text_trainable)
+            prepared = prepare_batch(batch, draws, run.encoder, run.pre.inpaint, text_trainable)
             out = training_loss(
-                self.components.unet, prepared, draws, self.noise_scheduler, self.prediction_type, settings.loss,
-                base_unet=self.manager.disabled, autocast=self.autocast,
+                run.components.unet, prepared, draws, run.components.noise_scheduler, run.prediction_type, settings.loss,
+                base_unet=run.manager.disabled, autocast=run.autocast,
             )
             loss = out.loss.total / accumulation
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            (run.scaler.scale(loss) if run.scaler is not None else loss).backward()
             loss_sum += out.loss.total.detach().float().cpu()
             for name in ("detail", "prior"):
                 value = getattr(out.loss, name)
@@ -327,86 +227,86 @@ class Trainer:
                     terms[name] = terms.get(name, 0.0) + float(value) / accumulation
             self.loss_log.add(out.regions, out.hole_share)  # no host sync: read at logging steps
         local_loss = float(loss_sum) / accumulation
-        if self.world > 1:
-            average_gradients(self.parameters, self.world)
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
+        if run.world > 1:
+            average_gradients(run.parameters, run.world)
+        if run.scaler is not None:
+            run.scaler.unscale_(run.optimizer)
         max_norm = settings.max_grad_norm if settings.max_grad_norm is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, max_norm))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(run.parameters, max_norm))
         # The stop votes (signal, time budget) ride along in this all-reduce: no extra collective.
         loss_value = self.stop.exchange_loss(local_loss)
         # fp16: inf gradients are the scaler's business (it skips and lowers the scale).
-        grads_ok = math.isfinite(grad_norm) or self.scaler is not None
+        grads_ok = math.isfinite(grad_norm) or run.scaler is not None
         updated = False
         # A background checkpoint copies the state during this step's forward and backward passes;
         # the update below must not start before that copy is done.
         self.writer.before_update()
-        if self.guard.record(loss_value, grads_ok):
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+        if run.guard.record(loss_value, grads_ok):
+            if run.scaler is not None:
+                run.scaler.step(run.optimizer)
+                run.scaler.update()
             else:
-                self.optimizer.step()
-            if self.tokens is not None:
-                self.tokens.after_optimizer_step()  # copy the vectors into both tables' new rows
+                run.optimizer.step()
+            if run.tokens is not None:
+                run.tokens.after_optimizer_step()  # copy the vectors into both tables' new rows
             updated = True
-            if self.ema is not None and (step + 1) % settings.ema.every_n_steps == 0:
-                self.ema.update(self.manager.lora_state_dict().items())
+            if run.ema is not None and (step + 1) % settings.ema.every_n_steps == 0:
+                run.ema.update(run.manager.lora_state_dict().items())
         else:
-            if self.scaler is not None:
-                self.scaler.update()
+            if run.scaler is not None:
+                run.scaler.update()
             logger.warning("step %d: non-finite loss or gradient (loss %s, grad norm %s); update skipped", step, loss_value, grad_norm)
-        self.optimizer.zero_grad(set_to_none=True)
-        lr = self.lr_scheduler.get_last_lr()
-        self.lr_scheduler.step()
+        run.optimizer.zero_grad(set_to_none=True)
+        lr = run.lr_scheduler.get_last_lr()
+        run.lr_scheduler.step()
         self.state.global_step += 1
         metrics = {
             "loss": loss_value,
             "grad_norm": grad_norm,
             "lr": float(lr[0]),
-            "skipped_steps": float(self.guard.total),
+            "skipped_steps": float(run.guard.total),
             "updated": float(updated),
-            "memory_mib": memory_mib(self.device),
+            "memory_mib": memory_mib(run.device),
             "resolution": float(self.state.resolution),
         }
-        for group, value in zip(self.optimizer.param_groups, lr):
+        for group, value in zip(run.optimizer.param_groups, lr):
             if "name" in group:
                 metrics[f"lr/{group['name']}"] = float(value)
         for name, value in terms.items():
             metrics[f"loss/{name}"] = value
         if self.global_step % settings.log.every_n_steps == 0 or self.global_step >= settings.max_steps:
             metrics.update(self.loss_log.read())  # loss/region/<name>, loss/hole_weight_share
-        if self.scaler is not None:
-            metrics["grad_scale"] = float(self.scaler.get_scale())
+        if run.scaler is not None:
+            metrics["grad_scale"] = float(run.scaler.get_scale())
         return metrics
 
     # ------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> CheckpointState:
         """Everything needed to continue exactly from here (live tensors: the writer copies them)."""
         training: dict[str, Any] = {
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "optimizer": self.run.optimizer.state_dict(),
+            "lr_scheduler": self.run.lr_scheduler.state_dict(),
             "rng": capture_rng_state(),
         }
-        if self.scaler is not None:
-            training["scaler"] = self.scaler.state_dict()
+        if self.run.scaler is not None:
+            training["scaler"] = self.run.scaler.state_dict()
         if self.tokens is not None:
             training["tokens"] = dict(self.tokens.state_dict())  # live: the writer's pack() copies them
         meta = {
             **self.state.checkpoint_meta(),
             "train_seconds": self.elapsed_seconds(),  # the loop's running segment included
             "stream": {"phase": self.state.phase, **(self.stream.state_dict() if self.stream else {"epoch": 0, "position": 0})},
-            "guard": self.guard.state_dict(),
-            "ema_updates": self.ema.updates if self.ema is not None else 0,
-            "config": self.config_dict,
-            "config_hash": self.config_hash,
+            "guard": self.run.guard.state_dict(),
+            "ema_updates": self.run.ema.updates if self.run.ema is not None else 0,
+            "config": self.run.config_dict,
+            "config_hash": self.run.config_hash,
         }
         return CheckpointState(
             step=self.global_step,
             lora=self.manager.named_lora_parameters(),  # live: the writer's pack() copies them
             training=training,
             meta=json.loads(json.dumps(meta)),
-            ema=self.ema.state_dict() if self.ema is not None else None,
+            ema=self.run.ema.state_dict() if self.run.ema is not None else None,
         )
 
     def save_checkpoint(self) -> None:
@@ -418,23 +318,23 @@ class Trainer:
     def _resume(self) -> None:
         state = None
         if self.is_main:
-            clean_stale(self.checkpoint_dir)
-        if self.is_main or self.world == 1:
-            state, skipped = select_checkpoint(self.resume_mode, self.checkpoint_dir)
+            clean_stale(self.run.checkpoint_dir)
+        if self.is_main or self.run.world == 1:
+            state, skipped = select_checkpoint(self.resume_mode, self.run.checkpoint_dir)
             for note in skipped:
                 logger.warning("skipping damaged checkpoint: %s", note)
             if skipped and state is not None:
                 logger.warning("resuming from the previous complete checkpoint %s instead", state.path.name)
-        if self.world > 1:
+        if self.run.world > 1:
             from accelerate.utils import broadcast_object_list
 
             path = [str(state.path) if state is not None else None]
             broadcast_object_list(path, from_process=0)
             if not self.is_main and path[0] is not None:
-                state, _ = select_checkpoint(path[0], self.checkpoint_dir)
+                state, _ = select_checkpoint(path[0], self.run.checkpoint_dir)
         if state is None:
             return
-        check_compatible(state, self.config_dict)
+        check_compatible(state, self.run.config_dict)
         self.manager.load_lora_state_dict(state.lora)
         if self.tokens is not None:
             if "tokens" not in state.training:
@@ -443,14 +343,14 @@ class Trainer:
                     "resume with the checkpoint's settings or start a new run"
                 )
             self.tokens.load_state_dict(state.training["tokens"])
-        self.optimizer.load_state_dict(state.training["optimizer"])
-        self.lr_scheduler.load_state_dict(state.training["lr_scheduler"])
-        if self.scaler is not None and "scaler" in state.training:
-            self.scaler.load_state_dict(state.training["scaler"])
+        self.run.optimizer.load_state_dict(state.training["optimizer"])
+        self.run.lr_scheduler.load_state_dict(state.training["lr_scheduler"])
+        if self.run.scaler is not None and "scaler" in state.training:
+            self.run.scaler.load_state_dict(state.training["scaler"])
         restore_rng_state(state.training["rng"])
-        if self.ema is not None and state.ema is not None:
-            self.ema.load_state_dict(state.ema, state.meta.get("ema_updates", 0))
-        self.guard.load_state_dict(state.meta["guard"])
+        if self.run.ema is not None and state.ema is not None:
+            self.run.ema.load_state_dict(state.ema, state.meta.get("ema_updates", 0))
+        self.run.guard.load_state_dict(state.meta["guard"])
         self.state.restore(state.meta)
         stream_state = state.meta["stream"]
         self._ensure_phase()
@@ -463,10 +363,10 @@ class Trainer:
     # ------------------------------------------------------------------ validation
     def validate(self, base: bool = False) -> float | None:
         """The deterministic masked validation loss (with the adapter, or of the base model)."""
-        dataset = self.pre.val_dataset
+        dataset = self.run.pre.val_dataset
         if dataset is None:
             return None
-        v = self.settings.validation
+        v = self.run.settings.validation
         unet = self.components.unet
         was_training = unet.training
         unet.eval()
@@ -474,42 +374,42 @@ class Trainer:
         try:
             with context:
                 return validation_loss(
-                    unet, self.encoder, dataset, self.collate, self.noise_scheduler, self.prediction_type,
-                    self.inpaint, self.config.seed, v.timesteps, v.max_samples, self.autocast,
+                    unet, self.run.encoder, dataset, self.run.collate, self.components.noise_scheduler, self.run.prediction_type,
+                    self.run.pre.inpaint, self.run.config.seed, v.timesteps, v.max_samples, self.run.autocast,
                 )
         finally:
             unet.train(was_training)
 
     def _run_validation(self, tracker: RunTracker, final: bool = False) -> None:
-        if self.pre.val_dataset is None:
+        if self.run.pre.val_dataset is None:
             return
         if self.is_main:
             entry = {"step": self.global_step, "val_loss": self.validate()}
             if final:
                 entry["val_loss_base"] = self.validate(base=True)
             self.state.validations.append(entry)
-            v = self.settings.validation
+            v = self.run.settings.validation
             if v.sample_images:
                 from furlora.train.sample_grid import write_sample_grid
 
                 write_sample_grid(
-                    self.components, self.pre.val_dataset, self.output_dir / "samples" / f"step-{self.global_step:08d}.png",
-                    num_images=v.num_images, steps=v.image_steps, seed=self.config.seed, disabled=self.manager.disabled,
+                    self.components, self.run.pre.val_dataset, self.output_dir / "samples" / f"step-{self.global_step:08d}.png",
+                    num_images=v.num_images, steps=v.image_steps, seed=self.run.config.seed, disabled=self.manager.disabled,
                     prompt_transform=self.tokens.caption_transform if self.tokens is not None else None,
                 )
             tracker.log(self.global_step, {f"val/{k[4:] or 'loss'}" if k.startswith("val_") else k: v for k, v in entry.items() if k != "step"})
-        self.accelerator.wait_for_everyone()
+        self.run.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> RunSummary:
         """Train to ``train.max_steps``; returns (and writes) the run summary."""
-        settings = self.settings
+        run, settings = self.run, self.run.settings
         try:
             self._resume()
             self._ensure_phase()
             tracker = RunTracker(
-                self.accelerator, settings.max_steps, self.global_step, settings.log.every_n_steps,
-                settings.log.progress_bar, settings.log.tensorboard, self.config.name, self.config_dict,
+                run.accelerator, settings.max_steps, self.global_step, settings.log.every_n_steps,
+                settings.log.progress_bar, settings.log.tensorboard, run.config.name, run.config_dict,
             )
             try:
                 self._loop(tracker)
@@ -532,7 +432,7 @@ class Trainer:
         return self.summary
 
     def _loop(self, tracker: RunTracker) -> None:
-        settings = self.settings
+        run, settings = self.run, self.run.settings
         every_ckpt = settings.checkpoint.every_n_steps
         every_val = settings.validation.every_n_steps
         if self.global_step == 0:
@@ -545,12 +445,12 @@ class Trainer:
             self._ensure_phase()
             metrics = self._train_step()
             self.last_metrics = metrics
-            if self.is_main:
+            if run.is_main:
                 tracker.step(self.global_step, metrics)
             self.writer.poll()  # a failed background write (disk full) stops training here
-            if self.guard.consecutive:
+            if run.guard.consecutive:
                 self.writer.wait()
-                self.guard.check(self.global_step, latest_complete_name(self.checkpoint_dir))
+                run.guard.check(self.global_step, latest_complete_name(run.checkpoint_dir))
             elif every_ckpt and self.global_step % every_ckpt == 0:
                 saving_since = time.perf_counter()
                 self.save_checkpoint()
@@ -572,19 +472,19 @@ class Trainer:
         if self.ended is not None:
             self._stop_early()
             return
-        if self.guard.consecutive == 0:
+        if run.guard.consecutive == 0:
             self.save_checkpoint()
         self.writer.wait()
         self._run_validation(tracker, final=True)
-        if self.is_main:
+        if run.is_main:
             self.export()
             self.write_summary()
-        self.accelerator.wait_for_everyone()
+        run.accelerator.wait_for_everyone()
 
     def _stop_early(self) -> None:
         """Checkpoint the current step and return without final validation and export."""
         self.stop.saving()
-        if self.guard.consecutive == 0:
+        if self.run.guard.consecutive == 0:
             self.save_checkpoint()
         self.writer.wait()
         self.stop.saved()
@@ -593,24 +493,24 @@ class Trainer:
             logger.warning("%s", self.stop_message())
         # Every rank waits for the checkpoint: a rank exiting early would make the launcher
         # (torchrun) kill the main process in the middle of its write.
-        self.accelerator.wait_for_everyone()
+        self.run.accelerator.wait_for_everyone()
 
     def stop_message(self) -> str:
         """One line: why the run stopped early, at which step, and the checkpoint to resume from."""
         decision = self.ended
         if decision is None:
             return ""
-        checkpoint = latest_complete_name(self.checkpoint_dir) or "no checkpoint"
-        where = f"after step {self.global_step} of {self.settings.max_steps}"
+        checkpoint = latest_complete_name(self.run.checkpoint_dir) or "no checkpoint"
+        where = f"after step {self.global_step} of {self.run.settings.max_steps}"
         if decision.reason == "time_budget":
-            budget = self.settings.max_wall_time or 0.0
+            budget = self.run.settings.max_wall_time or 0.0
             why = (
                 f"time budget: stopped {where}, {format_duration(self.stop.elapsed())} of train.max_wall_time "
                 f"{format_duration(budget)} used (another step and a checkpoint would not fit)"
             )
         else:
             why = f"stopped by {decision.signal_name} {where}"
-        return f"{why}; checkpoint {checkpoint} in {self.checkpoint_dir}; training continues from it when run again"
+        return f"{why}; checkpoint {checkpoint} in {self.run.checkpoint_dir}; training continues from it when run again"
 
     def _stop_writer_quietly(self) -> None:
         try:
@@ -630,13 +530,13 @@ class Trainer:
 
     def _export_files(self) -> dict[str, str]:
         metadata = {
-            "furlora_run": self.config.name,
+            "furlora_run": self.run.config.name,
             "furlora_step": str(self.global_step),
-            "furlora_base_model": str(self.config.model.source),
-            "furlora_objective": "inpaint" if self.inpaint else "masked",
+            "furlora_base_model": str(self.run.config.model.source),
+            "furlora_objective": "inpaint" if self.run.pre.inpaint else "masked",
         }
         self.files = export_lora(
-            self.manager, self.ema, list(self.config.lora.save_formats), self.output_dir / "lora", self.config.name, metadata
+            self.manager, self.run.ema, list(self.run.config.lora.save_formats), self.output_dir / "lora", self.run.config.name, metadata
         )
         if self.tokens is not None:
             for path in self.tokens.save(self.output_dir / "embeddings", metadata=metadata):
@@ -650,27 +550,27 @@ class Trainer:
         final = state.validations[-1] if state.validations else {}
         steps = self.steps_this_run
         return RunSummary(
-            name=self.config.name,
+            name=self.run.config.name,
             global_step=state.global_step,
-            max_steps=self.settings.max_steps,
-            objective="inpaint" if self.inpaint else "masked",
-            prediction_type=self.prediction_type,
+            max_steps=self.run.settings.max_steps,
+            objective="inpaint" if self.run.pre.inpaint else "masked",
+            prediction_type=self.run.prediction_type,
             resumed_from=self.resumed_from,
-            skipped_steps=self.guard.total,
+            skipped_steps=self.run.guard.total,
             final_loss=self.last_metrics.get("loss"),
             val_loss=final.get("val_loss"),
             val_loss_base=final.get("val_loss_base"),
             validations=state.validations,
             train_seconds=state.train_seconds,
             seconds_per_step_this_run=(self.run_seconds / steps) if steps else None,
-            trainable_parameters=sum(p.numel() for p in self.parameters),
-            processes=self.world,
+            trainable_parameters=sum(p.numel() for p in self.run.parameters),
+            processes=self.run.world,
             lora_files={k: v for k, v in self.files.items() if not k.startswith(EMBEDDING_PREFIX)},
             embedding_files={k[len(EMBEDDING_PREFIX):]: v for k, v in self.files.items() if k.startswith(EMBEDDING_PREFIX)},
             tokens=self.tokens.tokens if self.tokens is not None else [],
-            checkpoint=latest_complete_name(self.checkpoint_dir),
-            checkpoint_dir=str(self.checkpoint_dir),
-            config_hash=self.config_hash,
+            checkpoint=latest_complete_name(self.run.checkpoint_dir),
+            checkpoint_dir=str(self.run.checkpoint_dir),
+            config_hash=self.run.config_hash,
             ended=self.ended.reason if self.ended is not None else "completed",
             stop_signal=self.ended.signal_name if self.ended is not None else None,
         )

@@ -9,6 +9,6 @@ def test_forced_prediction_type_reaches_the_sample_grid_scheduler(tmp_path):
     from furlora.train.trainer import Trainer
 
     trainer = Trainer(tiny_config(tmp_path, "train.prediction_type=v_prediction", "train.validation.path=null"))
-    assert trainer.noise_scheduler.config.prediction_type == "v_prediction"
+    assert trainer.components.noise_scheduler.config.prediction_type == "v_prediction"
     # write_sample_grid builds its pipeline from components.pipeline_components(): this scheduler.
     assert trainer.components.pipeline_components()["scheduler"].config.prediction_type == "v_prediction"

@@ -110,14 +110,14 @@ def _complete(folder: Path) -> list[int]:
 def test_a_second_run_on_a_locked_folder_stops_before_loading_anything_and_names_the_holder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from furlora.train import trainer as trainer_module
+    from furlora.train import setup as setup_module, trainer as trainer_module
 
     folder = tmp_path / "run"
     holder = _hold(folder)
     try:
         touched: list[str] = []
-        monkeypatch.setattr(trainer_module, "preflight", lambda *a, **k: touched.append("preflight"))
-        monkeypatch.setattr(trainer_module, "load_components", lambda *a, **k: touched.append("weights"))
+        monkeypatch.setattr(setup_module, "preflight", lambda *a, **k: touched.append("preflight"))
+        monkeypatch.setattr(setup_module, "load_components", lambda *a, **k: touched.append("weights"))
         with pytest.raises(RunLockedError) as error:
             trainer_module.Trainer(tiny_config(folder))
         message = str(error.value)

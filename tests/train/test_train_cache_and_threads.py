@@ -189,10 +189,10 @@ def test_a_short_run_fills_the_cache_as_it_goes_and_a_long_run_fills_it_first(
         trainer = Trainer(tiny_config(tmp_path / "short", "train.max_steps=2", "train.full_mask_fraction=0"))
         trainer.fit()
     # 2 steps x batch 1: one image latent + one masked-image latent per sample, no caching pass.
-    assert trainer.encoder.vae_encodes == 4
+    assert trainer.run.encoder.vae_encodes == 4
     assert "filling the cache during training instead of a caching pass first" in caplog.text
-    dataset = trainer.pre.dataset
+    dataset = trainer.dataset
     entries = len(dataset) * dataset.settings.cache.variants * (1 + dataset.hole_count())
     long_run = Trainer(tiny_config(tmp_path / "long", f"train.max_steps={entries}"), resume="never")
-    assert long_run._prefill_pays_off(long_run.pre.dataset)
+    assert long_run._prefill_pays_off(long_run.dataset)
     long_run.release_run_lock()

@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _poison_latents(trainer: Trainer, steps: set[int]) -> None:
     """Make the latents NaN during the given (0-based) optimizer steps."""
-    real = trainer.encoder.latents
+    real = trainer.run.encoder.latents
 
     def latents(pixels: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         out = real(pixels, *args, **kwargs)
         return out * float("nan") if trainer.global_step in steps else out
 
-    trainer.encoder.latents = latents
+    trainer.run.encoder.latents = latents
 
 
 def test_a_nonfinite_step_is_skipped_and_counted(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def main() -> int:
 
         checkpoint._write_file = dying_write
     if args.announce_steps:
-        callbacks.append(lambda trainer: print(f"furlora-test: rank {trainer.rank} step {trainer.global_step}", flush=True))
+        callbacks.append(lambda trainer: print(f"furlora-test: rank {trainer.run.rank} step {trainer.global_step}", flush=True))
     if args.slow_write_step is not None:
         real_write = checkpoint._write_file
         stalled = f".tmp-step-{args.slow_write_step:08d}"
