@@ -36,6 +36,25 @@ def test_paper_table1_config() -> None:
     assert (c.train.checkpoint.every_n_steps, c.seed) == (200, 42)
 
 
+def test_demo_trains_at_the_pixel_scale_its_comparison_repaints() -> None:
+    """The comparison repaints the held-out images at their own size; resized to data.resolution
+    without zoom, the LoRA would learn fur at half the scale it repaints (README, demo runs 2 and 7)."""
+    import numpy as np
+    from PIL import Image
+
+    from furlora.data.transforms import plan_geometry
+
+    c = load_config(ROOT / "configs" / "tiny-cpu.yaml")
+    assert not any(p.crop_to_mask or p.tile or p.working_resolution for p in c.eval.passes)
+    bucket = (c.data.resolution, c.data.resolution)
+    images = sorted((ROOT / "datasets" / "spitz-fur").glob("*/dog_*[0-9].png"))
+    assert len(images) == 32
+    for image in images:
+        w, h = Image.open(image).size
+        g = plan_geometry((h, w), bucket, c.data.augment, np.random.default_rng(0))
+        assert g.resized_size == (h, w), f"{image.name}: trained at {g.resized_size[0] / h:.2f}x its pixel scale"
+
+
 def test_train_command_trains_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = ROOT / "configs" / "tiny-cpu.yaml"
     args = ["train", str(config), "--set", f"output_dir={tmp_path}", "--set", "train.max_steps=2",
