@@ -47,10 +47,6 @@ class _Held:
     count: int
 
 
-def lock_path(folder: str | Path) -> Path:
-    return Path(folder) / LOCK_NAME
-
-
 def process_rank() -> int:
     """This process's rank from the launcher's environment (torchrun / accelerate: ``RANK``; else 0)."""
     try:

@@ -11,7 +11,7 @@ leaves a half-written entry under a valid name. The key parts and a sha256 of th
 are stored in the file's metadata and checked on read, so neither a hash collision nor a damaged
 file (bit rot, a copy cut short) can return wrong tensors: such an entry is recomputed.
 
-The dataset builds key parts (:meth:`furlora.data.dataset.MaskedDataset.cache_key_parts`); the
+The dataset builds key parts (a sample's ``cache_keys``); the
 trainer adds its model fingerprint and calls :meth:`LatentCache.get_or_compute` with a function
 that runs its encoder.
 """
@@ -84,10 +84,6 @@ def array_digest(array: np.ndarray) -> str:
     h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
     h.update(a.tobytes())
     return h.hexdigest()
-
-
-def text_digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def canonical_json(parts: Mapping[str, Any]) -> str:

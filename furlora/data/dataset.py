@@ -268,10 +268,6 @@ class MaskedDataset(torch.utils.data.Dataset):
         masked = {**latents, "kind": "masked_latents", "inpaint_mask": array_digest(hole)} if (latents and plan.masked_latents) else None
         return {"latents": latents, "masked_latents": masked, "text": {"kind": "text", "caption": caption} if plan.text else None}
 
-    def cache_key_parts(self, index: int, epoch: int = 0) -> dict[str, Any]:
-        """The ``cache_keys`` of sample ``index`` in ``epoch`` (builds the sample)."""
-        return self.sample(index, epoch)["cache_keys"]
-
     def _cache_plan(self) -> CachePlan:
         """Random augmentations switch off only the caches they make useless (unless the cache freezes them)."""
         a = self.settings.augment

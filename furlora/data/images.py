@@ -140,11 +140,6 @@ def drawn_on_displayed_view(stored: tuple[int, int], orientation: int, displayed
     return displayed is not None and orientation in (5, 6, 7, 8) and stored == displayed and stored != displayed[::-1]
 
 
-def load_mask_file(path: str | Path, image_orientation: int = 1, displayed_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decode a mask file into float32 ``[H, W]`` in ``[0, 1]`` (not binarised); see :func:`load_mask`."""
-    return load_mask(path, image_orientation, displayed_size).values
-
-
 def load_mask(path: str | Path, image_orientation: int = 1, displayed_size: tuple[int, int] | None = None) -> LoadedMask:
     """Decode a mask file into float32 ``[H, W]`` in ``[0, 1]`` (not binarised).
 

@@ -33,11 +33,6 @@ class Layout:
     channels: int
     scale: float
 
-    @property
-    def description(self) -> str:
-        kind = {1: "grayscale", 3: "RGB", 4: "RGBA"}[self.channels]
-        return f"{kind} {self.dtype}"
-
 
 def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file unchanged: [H, W] or [H, W, C] (RGB / RGBA order), uint8 or uint16."""

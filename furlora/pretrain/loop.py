@@ -61,11 +61,6 @@ class ThreadAdapter:
         return threads
 
 
-def adapt_threads(max_threads: int | None = None) -> int:
-    """One-off :class:`ThreadAdapter` decision (no record of this process's own usage yet)."""
-    return ThreadAdapter(max_threads)()
-
-
 def _lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
     """Linear warm-up, then cosine decay to 10% of the base rate."""
     if step < warmup:

@@ -68,13 +68,6 @@ def _nbytes(value: Any) -> int:
     return 0
 
 
-def parts_key(parts: Any) -> str | None:
-    """A cache key from a dataset's key-parts dict (None stays None: not cacheable)."""
-    if parts is None:
-        return None
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
-
-
 def module_fingerprint(module: torch.nn.Module) -> str:
     """sha256 of a module's class, config and every parameter / buffer (names, dtypes, bytes)."""
     digest = hashlib.sha256(type(module).__name__.encode())

@@ -3,17 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-
-import torch
 
 from furlora.errors import TrainingError
-
-
-def grads_finite(parameters: Iterable[torch.Tensor]) -> bool:
-    """True if every existing gradient is finite (one fused reduction per tensor, no host sync per tensor)."""
-    flags = [torch.isfinite(p.grad).all() for p in parameters if p.grad is not None]
-    return bool(torch.stack(flags).all()) if flags else True
 
 
 class NonFiniteGuard:

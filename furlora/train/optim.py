@@ -45,7 +45,3 @@ def build_optimizer(groups: list[dict[str, Any]], settings: TrainSettings) -> to
             f"train.optimizer 'adamw8bit' needs bitsandbytes ({exc}); pip install bitsandbytes, or use 'adamw'"
         ) from None
     return bnb.optim.AdamW8bit(prepared, **kwargs)
-
-
-def trainable_parameter_count(optimizer: torch.optim.Optimizer) -> int:
-    return sum(p.numel() for g in optimizer.param_groups for p in g["params"])

@@ -84,10 +84,6 @@ class RunTracker:
         if self.is_main:
             self.bar.write(text) if not self.bar.disable else logger.info(text)
 
-    @property
-    def smoothed_loss(self) -> float | None:
-        return self._smoothed
-
     def close(self) -> None:
         self.bar.close()
         if self.trackers:
