@@ -136,3 +136,17 @@ def progress_bar(total: int | None, desc: str, unit: str = "it", *, initial: int
         return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=disable, file=file,
                     dynamic_ncols=True, leave=leave)
     return LineProgress(total, desc=desc, unit=unit, initial=initial, disable=disable, file=file)
+
+
+def quiet_library_bars(stream: TextIO | None = None) -> bool:
+    """Turn off transformers' and diffusers' own bars (weight loading, pipeline steps) when
+    ``stream`` (default stderr) is not a terminal: in a log each would be a carriage-return
+    redraw. Returns True when it turned them off. On a terminal they stay as the libraries set them."""
+    if is_terminal(stream if stream is not None else sys.stderr):
+        return False
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+    return True

@@ -108,3 +108,22 @@ def test_the_dataset_check_prints_lines_when_stderr_is_not_a_terminal(tmp_path, 
     lines = [line for line in err.splitlines() if line.startswith("checking dataset: ")]
     assert lines[-1].startswith("checking dataset: 120/120 (100%)")
     assert 5 <= len(lines) <= 12
+
+
+def test_library_loading_bars_are_off_in_a_log_and_untouched_on_a_terminal():
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from furlora.progress import quiet_library_bars
+
+    try:
+        transformers_logging.enable_progress_bar()
+        diffusers_logging.enable_progress_bar()
+        assert quiet_library_bars(_Terminal()) is False
+        assert transformers_logging.is_progress_bar_enabled()
+        assert quiet_library_bars(io.StringIO()) is True
+        assert not transformers_logging.is_progress_bar_enabled()
+        assert not diffusers_logging.is_progress_bar_enabled()
+    finally:
+        transformers_logging.enable_progress_bar()
+        diffusers_logging.enable_progress_bar()

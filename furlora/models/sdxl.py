@@ -292,6 +292,9 @@ def load_sdxl(
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+    from furlora.progress import quiet_library_bars
+
+    quiet_library_bars()  # a log gets no "Loading weights" carriage-return bars
     for key, value in (("model.dtype", dtype), ("model.vae_dtype", vae_dtype)):
         if value not in DTYPES:
             raise ModelLoadError(f"{key} {value!r} is not one of {', '.join(DTYPES)}")
