@@ -213,6 +213,7 @@ def _print_comparison(report_dir: Path) -> None:
 
 def _typical_grid(rows: list[dict[str, Any]], report_dir: Path, variant: str) -> Path | None:
     """The grid of the image whose PSNR gain of ``variant`` over the base is the median one."""
+    from furlora.eval.compare import grid_path
     from furlora.eval.region_summary import BASE
 
     psnr = {(r["sample"], r["seed"], r["variant"]): float(r["psnr"]) for r in rows if r.get("psnr") is not None}
@@ -221,8 +222,7 @@ def _typical_grid(rows: list[dict[str, Any]], report_dir: Path, variant: str) ->
     if not gains:
         return None
     _, sample, seed = gains[len(gains) // 2]
-    name = "".join(c if c.isalnum() or c in "-_.@" else "_" for c in str(sample))
-    path = report_dir / "grids" / f"{name}_s{seed}.png"
+    path = grid_path(report_dir, str(sample), seed)
     return path if path.is_file() else None
 
 

@@ -236,7 +236,12 @@ def _write_grid(results: list[tuple[str, InpaintResult, dict[str, float]]], samp
     r = settings.report
     image = render_grid(columns, first.seam_mask, r.thumbnail_size, r.zoom_crops, r.zoom_size,
                         title=f"{sample.key}  seed {seed}")
-    return save_png(out / "grids" / f"{_safe(sample.key)}_s{seed}.png", image)
+    return save_png(grid_path(out, sample.key, seed), image)
+
+
+def grid_path(report_dir: Path, sample_key: str, seed: int) -> Path:
+    """Where a comparison report keeps the grid of one sample and seed."""
+    return report_dir / "grids" / f"{_safe(sample_key)}_s{seed}.png"
 
 
 def _safe(name: str) -> str:
