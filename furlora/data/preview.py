@@ -125,15 +125,14 @@ def write_preview(dataset: Any, out_dir: str | Path, *, limit: int | None = None
     count = len(dataset) if limit is None else min(limit, len(dataset))
     written: list[Path] = []
     samples = []
-    bar = progress_bar(count, "preview", "img", disable=count < 50)
-    for i in range(count):
-        bar.update()
-        sample = dataset.sample(i, epoch, augment=augment)
-        samples.append(sample)
-        path = out / f"{_safe_name(sample['key'])}.png"
-        sample_panels(sample).save(path)
-        written.append(path)
-    bar.close()
+    with progress_bar(count, "preview", "img", disable=count < 50) as bar:
+        for i in range(count):
+            sample = dataset.sample(i, epoch, augment=augment)
+            samples.append(sample)
+            path = out / f"{_safe_name(sample['key'])}.png"
+            sample_panels(sample).save(path)
+            written.append(path)
+            bar.update()
     sheet = out / "contact_sheet.png"
     contact_sheet(samples).save(sheet)
     written.append(sheet)

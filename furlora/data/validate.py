@@ -212,16 +212,15 @@ def validate_dataset(
     bad_images = {p.image for p in discovery.problems if p.severity == "error" and p.image is not None}
     samples: list[SampleInfo] = []
     records = discovery.records
-    bar = progress_bar(len(records), "checking dataset", "img", disable=len(records) < 100)
-    for record in records:
-        bar.update()
-        info, problems = _check_record(record, settings, discovery.layout, report)
-        report.problems.extend(problems)
-        if info is None or record.image in bad_images:
-            report.skipped.append(record.image)
-        else:
-            samples.append(info)
-    bar.close()
+    with progress_bar(len(records), "checking dataset", "img", disable=len(records) < 100) as bar:
+        for record in records:
+            info, problems = _check_record(record, settings, discovery.layout, report)
+            report.problems.extend(problems)
+            if info is None or record.image in bad_images:
+                report.skipped.append(record.image)
+            else:
+                samples.append(info)
+            bar.update()
     found = sorted(report.regions_found)
     regions = list(settings.regions) if settings.regions is not None else found
     if any(s.full_image for s in samples) and FULL_REGION not in regions:
