@@ -180,10 +180,6 @@ def straight(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Pat
     return base / "run"
 
 
-def _assert_same_training(a_run: Path, b_run: Path) -> None:
-    assert_same_training(a_run, b_run, STEPS)
-
-
 @pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
 def test_a_signal_checkpoints_the_current_step_and_the_resume_is_bit_exact(
     tmp_path: Path, straight: Path, name: str
@@ -221,7 +217,7 @@ def test_a_signal_checkpoints_the_current_step_and_the_resume_is_bit_exact(
 
     resumed = Trainer(load_config(config), resume="auto").fit()
     assert resumed["resumed_from"].endswith(f"step-{stopped:08d}") and resumed["ended"] == "completed"
-    _assert_same_training(straight, tmp_path / "run")
+    assert_same_training(straight, tmp_path / "run", STEPS)
 
 
 def test_a_second_signal_during_the_checkpoint_write_exits_at_once_and_keeps_the_previous_one(
