@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from furlora.models.cache_folder import default_cache_dir
 from furlora.models.sdxl import REQUIRED_COMPONENTS
-from furlora.models.tiny import TINY_MODELS, default_cache_dir
+from furlora.models.tiny import TINY_MODELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

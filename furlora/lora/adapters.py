@@ -30,12 +30,12 @@ from torch import nn
 
 from furlora.errors import FurloraError, TargetError, TrainingError
 from furlora.lora.compat import ExpectedModule, check_fit
-from furlora.lora.coverage import CoverageReport, build_coverage
+from furlora.lora.coverage import CoverageReport, component_coverage
 from furlora.lora.formats import load_lora_file, save_lora_file
 from furlora.lora.gradient_flow import GradientFlowReport, check_gradient_flow
 from furlora.lora.settings import COMPONENTS, LoraSettings
 from furlora.lora.targets import TargetSelection, exact_selection, select_targets
-from furlora.lora.weights import LoraWeights
+from furlora.lora.weights import LoraWeights, split_key
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,8 @@ class LoraAdapters:
         """What :meth:`apply` hooks (or hooked), per component and block, without changing the model."""
         if self._coverage is not None:
             return self._coverage
-        classes = {n: type(m).__name__ for n, m in self.components.items()}
-        return build_coverage(self.select(), self.model_name, classes)
+        return CoverageReport(self.model_name, {name: component_coverage(selection, type(self.components[name]).__name__)
+                                                for name, selection in self.select().items()})
 
     @property
     def applied(self) -> bool:
@@ -163,10 +163,8 @@ class LoraAdapters:
                 parent = module.get_submodule(parent_name) if parent_name else module
                 if parent._modules.get(attr) is not layer:
                     parent._modules[attr] = layer
-            for attr in _TENSORS.values():  # LoRA weights in fp32 even on fp16 / bf16 models
-                store = getattr(layer, attr, None)
-                if store is not None and ADAPTER_NAME in store:
-                    store[ADAPTER_NAME].to(torch.float32)
+            for _, holder in _lora_tensors(layer):  # LoRA weights in fp32 even on fp16 / bf16 models
+                holder.to(torch.float32)
             canonical = f"text_model.{target.live_name}" if flat_text else target.live_name
             layers[canonical] = layer
         return layers
@@ -195,10 +193,7 @@ class LoraAdapters:
         out: dict[str, nn.Parameter] = {}
         for name in self._components(component):
             for module, layer in self._layers[name].items():
-                for suffix, attr in _TENSORS.items():
-                    store = getattr(layer, attr, None)
-                    if store is not None and ADAPTER_NAME in store:
-                        out[f"{name}.{module}{suffix}"] = store[ADAPTER_NAME].weight
+                out.update({f"{name}.{module}{suffix}": holder.weight for suffix, holder in _lora_tensors(layer)})
         return out
 
     def trainable_parameters(self, component: str | None = None) -> list[nn.Parameter]:
@@ -215,8 +210,7 @@ class LoraAdapters:
         for name in self._components(None):
             group: dict[str, Any] = {"name": name, "params": self.trainable_parameters(name)}
             lr = self.settings.component(name).learning_rate
-            if lr is None:
-                lr = base_lr
+            lr = base_lr if lr is None else lr
             if lr is not None:
                 group["lr"] = lr
             groups.append(group)
@@ -307,11 +301,9 @@ class LoraAdapters:
         """Module key -> tensor shapes, rank and alpha a loaded file must have."""
         expected = {}
         for key, p in self.named_lora_parameters().items():
-            suffix = next(s for s in _TENSORS if key.endswith(s))
-            module_key = key[: -len(suffix)]
-            component = module_key.split(".", 1)[0]
+            component, module, suffix = split_key(key)  # type: ignore[misc]  # canonical keys
             s = self.settings.component(component)
-            entry = expected.setdefault(module_key, ExpectedModule({}, s.rank, float(s.alpha)))
+            entry = expected.setdefault(f"{component}.{module}", ExpectedModule({}, s.rank, float(s.alpha)))
             entry.shapes[suffix] = tuple(p.shape)
         return expected
 
@@ -360,6 +352,14 @@ class LoraAdapters:
         unet = self.components.get("unet")
         value = getattr(getattr(unet, "config", None), "layers_per_block", 2)
         return value if isinstance(value, int) else 2  # SDXL's value; per-stage lists do not occur in SDXL
+
+
+def _lora_tensors(layer: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """(canonical key suffix, the module holding that tensor) of each LoRA tensor peft made on ``layer``."""
+    for suffix, attr in _TENSORS.items():
+        store = getattr(layer, attr, None)
+        if store is not None and ADAPTER_NAME in store:
+            yield suffix, store[ADAPTER_NAME]
 
 
 def __getattr__(name: str) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from furlora.errors import LoraFormatError, format_problems
+from furlora.lora.formats import listed
 from furlora.lora.weights import LoraWeights, split_key
 
 _EXAMPLES = 4
@@ -25,11 +26,6 @@ class ExpectedModule:
     alpha: float
 
 
-def _examples(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_EXAMPLES])
-    return shown + (f" ... ({len(keys) - _EXAMPLES} more)" if len(keys) > _EXAMPLES else "")
-
-
 def check_fit(weights: LoraWeights, expected: dict[str, ExpectedModule], source: str) -> None:
     """Raise :class:`LoraFormatError` unless ``weights`` holds exactly the expected modules with the
     configured ranks, alphas and shapes and only finite values.
@@ -42,11 +38,11 @@ def check_fit(weights: LoraWeights, expected: dict[str, ExpectedModule], source:
                      or p[2] not in expected[f"{p[0]}.{p[1]}"].shapes)
     if unknown:
         problems.append(f"{len(unknown)} unknown keys (no hooked module / LoRA tensor of that name; "
-                        f"check the lora: selection the file was trained with): {_examples(unknown)}")
+                        f"check the lora: selection the file was trained with): {listed(unknown, _EXAMPLES)}")
     present = set(weights.module_keys())
     missing = sorted(k for k in expected if k not in present)
     if missing:
-        problems.append(f"{len(missing)} hooked modules have no weights in the file: {_examples(missing)}")
+        problems.append(f"{len(missing)} hooked modules have no weights in the file: {listed(missing, _EXAMPLES)}")
 
     by_component: dict[tuple[str, str, float, float], list[str]] = {}
     shape_errors: list[str] = []
@@ -57,7 +53,7 @@ def check_fit(weights: LoraWeights, expected: dict[str, ExpectedModule], source:
         if rank != exp.rank:
             by_component.setdefault((component, "rank", float(rank), float(exp.rank)), []).append(key)
             continue  # every shape differs too; the rank message says it all
-        alpha = weights.alphas.get(key, float(rank))
+        alpha = weights.alpha(key)
         if abs(alpha - exp.alpha) > 1e-6 * max(1.0, abs(exp.alpha)):
             by_component.setdefault((component, "alpha", alpha, exp.alpha), []).append(key)
         for suffix, shape in exp.shapes.items():
@@ -69,11 +65,11 @@ def check_fit(weights: LoraWeights, expected: dict[str, ExpectedModule], source:
     for (component, what, got, want), keys in sorted(by_component.items()):
         recorded = "" if weights.alpha_recorded or what != "alpha" else " (no alpha recorded: alpha = rank assumed)"
         problems.append(f"{what} {got:g} in the file{recorded} but lora.{component}.{what} is {want:g}, "
-                        f"for {len(keys)} modules: {_examples(keys)}")
+                        f"for {len(keys)} modules: {listed(keys, _EXAMPLES)}")
     if shape_errors:
-        problems.append(f"mismatched shapes for {len(shape_errors)} tensors: {_examples(shape_errors)}")
+        problems.append(f"mismatched shapes for {len(shape_errors)} tensors: {listed(shape_errors, _EXAMPLES)}")
     bad = weights.nonfinite_keys()
     if bad:
-        problems.append(f"NaN/inf values in {len(bad)} tensors: {_examples(bad)}")
+        problems.append(f"NaN/inf values in {len(bad)} tensors: {listed(bad, _EXAMPLES)}")
     if problems:
         raise LoraFormatError(format_problems(f"{source} does not fit the hooked model / lora config", problems))

@@ -203,13 +203,3 @@ def _notes(selection: TargetSelection) -> list[str]:
         return []
     return [f"SDXL reads text encoder 1's penultimate hidden state, so LoRA on its last layer ({last}, "
             f"{len(hooked)} modules) never gets a gradient; add exclude: ['{last}.*'] to skip it"]
-
-
-def build_coverage(selections: dict[str, TargetSelection], model: str = "",
-                   model_classes: dict[str, str] | None = None) -> CoverageReport:
-    """A :class:`CoverageReport` of several components' selections."""
-    classes = model_classes or {}
-    return CoverageReport(
-        model=model,
-        components={name: component_coverage(sel, classes.get(name, "")) for name, sel in selections.items()},
-    )

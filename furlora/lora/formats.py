@@ -17,32 +17,32 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
+import math
 from collections import Counter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from furlora.atomic import publish_file
+from furlora.atomic import atomic_file
 from furlora.errors import LoraFormatError, format_problems
 from furlora.lora.kohya_names import KOHYA_PREFIX, check_sdxl_module, kohya_module_name, parse_kohya_module_name
+from furlora.lora.settings import SaveFormat
 from furlora.lora.weights import LoraWeights, split_key
+from furlora.models.device import DTYPES
 
 logger = logging.getLogger(__name__)
 
-FileFormat = Literal["diffusers", "kohya"]
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # the header entry diffusers' loader reads
 SDXL_BASE_VERSION = "sdxl_base_v1-0"
 FORMAT_VERSION = "1"
 _MAX_LISTED = 12
 
 
-def _listed(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return shown + (f" ... ({len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
+def listed(keys: list[str], limit: int = _MAX_LISTED) -> str:
+    """The first ``limit`` keys, comma-separated, and how many more there are (for error messages)."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -69,22 +69,15 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], header: dict[str
     path = Path(path)
     if path.suffix != ".safetensors":
         raise LoraFormatError(f"{path}: LoRA files are written as safetensors; give a name ending in .safetensors")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=header)
-        publish_file(tmp, path)  # mkstemp's 0600 would hide the file from ComfyUI running as another user
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_file(path) as tmp:  # published with the umask's mode: ComfyUI may run as another user
+        save_file(tensors, str(tmp), metadata=header)
     return path
 
 
 def _prepare(weights: LoraWeights, dtype: str | torch.dtype | None) -> LoraWeights:
     bad = weights.nonfinite_keys()
     if bad:
-        raise LoraFormatError(f"refusing to save LoRA weights with NaN/inf values in {len(bad)} tensors: {_listed(bad)}")
+        raise LoraFormatError(f"refusing to save LoRA weights with NaN/inf values in {len(bad)} tensors: {listed(bad)}")
     if isinstance(dtype, str):
         if dtype not in DTYPES:
             raise LoraFormatError(f"save dtype {dtype!r} is not one of {', '.join(DTYPES)}")
@@ -102,9 +95,9 @@ def adapter_metadata(weights: LoraWeights, component: str) -> dict[str, Any]:
     from peft import LoraConfig
 
     keys = weights.module_keys(component)
-    names = {k: _target_name(k.split(".", 1)[1]) for k in keys}
+    names = {k: k.split(".", 1)[1].removeprefix("text_model.") for k in keys}
     ranks = {names[k]: weights.rank(k) for k in keys}
-    alphas = {names[k]: float(weights.alphas.get(k, weights.rank(k))) for k in keys}
+    alphas = {names[k]: weights.alpha(k) for k in keys}
     r = Counter(ranks.values()).most_common(1)[0][0]
     alpha = Counter(alphas.values()).most_common(1)[0][0]
     config = LoraConfig(
@@ -119,21 +112,14 @@ def adapter_metadata(weights: LoraWeights, component: str) -> dict[str, Any]:
     return {k: sorted(v) if isinstance(v, set) else v for k, v in config.to_dict().items()}
 
 
-def _target_name(module: str) -> str:
-    return module[len("text_model."):] if module.startswith("text_model.") else module
-
-
 def save_diffusers_lora(path: str | Path, weights: LoraWeights, metadata: dict[str, Any] | None = None,
                         dtype: str | torch.dtype | None = None) -> Path:
     """Write a diffusers-format LoRA file that ``pipeline.load_lora_weights()`` loads at the trained strength."""
     weights = _prepare(weights, dtype)
     unknown = [k for k in weights.tensors if split_key(k) is None]
     if unknown:
-        raise LoraFormatError(f"cannot save non-LoRA keys: {_listed(unknown)}")
-    config: dict[str, Any] = {}
-    for component in weights.components():
-        for key, value in adapter_metadata(weights, component).items():
-            config[f"{component}.{key}"] = value
+        raise LoraFormatError(f"cannot save non-LoRA keys: {listed(unknown)}")
+    config = {f"{c}.{key}": value for c in weights.components() for key, value in adapter_metadata(weights, c).items()}
     header = {"format": "pt", ADAPTER_METADATA_KEY: json.dumps(config, indent=2, sort_keys=True, default=str)}
     header.update(_header(weights, metadata))
     header["furlora.lora_format"] = "diffusers"
@@ -150,35 +136,32 @@ def save_kohya_lora(path: str | Path, weights: LoraWeights, metadata: dict[str, 
             "loaders); save them in the diffusers format instead"
         )
     tensors: dict[str, torch.Tensor] = {}
-    has_conv = False
     for key in weights.module_keys():
         component, module = key.split(".", 1)
         stem = kohya_module_name(component, module, layers_per_block)
         down = weights.tensors[f"{key}.lora_A.weight"]
         tensors[f"{stem}.lora_down.weight"] = down
         tensors[f"{stem}.lora_up.weight"] = weights.tensors[f"{key}.lora_B.weight"]
-        tensors[f"{stem}.alpha"] = torch.tensor(float(weights.alphas.get(key, weights.rank(key))), dtype=down.dtype)
-        has_conv = has_conv or down.ndim == 4
+        tensors[f"{stem}.alpha"] = torch.tensor(weights.alpha(key), dtype=down.dtype)
     main = "unet" if "unet" in weights.components() else weights.components()[0]
     first = weights.module_keys(main)[0]
     header = {
         "ss_network_module": "networks.lora",
         "ss_network_dim": str(weights.rank(first)),
-        "ss_network_alpha": f"{weights.alphas.get(first, weights.rank(first)):g}",
+        "ss_network_alpha": f"{weights.alpha(first):g}",
         "ss_v2": "False",
         "ss_training_comment": "trained with furlora",
     }
-    if has_conv:
-        convs = [k for k in weights.module_keys() if weights.tensors[f"{k}.lora_A.weight"].ndim == 4]
-        header["ss_network_args"] = json.dumps(
-            {"conv_dim": str(weights.rank(convs[0])), "conv_alpha": f"{weights.alphas.get(convs[0], weights.rank(convs[0])):g}"}
-        )
+    convs = [k for k in weights.module_keys() if weights.tensors[f"{k}.lora_A.weight"].ndim == 4]
+    if convs:
+        conv = convs[0]
+        header["ss_network_args"] = json.dumps({"conv_dim": str(weights.rank(conv)), "conv_alpha": f"{weights.alpha(conv):g}"})
     header.update(_header(weights, metadata))
     header["furlora.lora_format"] = "kohya"
     return _write_atomic(Path(path), tensors, header)
 
 
-def save_lora_file(path: str | Path, weights: LoraWeights, format: FileFormat = "diffusers",
+def save_lora_file(path: str | Path, weights: LoraWeights, format: SaveFormat = "diffusers",
                    metadata: dict[str, Any] | None = None, dtype: str | torch.dtype | None = None,
                    layers_per_block: int = 2) -> Path:
     """Write ``weights`` in ``format`` (diffusers or kohya)."""
@@ -208,11 +191,9 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[st
     if path.suffix != ".safetensors":
         raise LoraFormatError(refuse.format("a pickle / PyTorch checkpoint" if looks_pickled else "not a .safetensors file"))
     try:
-        tensors: dict[str, torch.Tensor] = {}
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
-            for key in f.keys():
-                tensors[key] = f.get_tensor(key)
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
     except Exception as exc:  # safetensors raises its own error types for damaged headers
         if looks_pickled:
             raise LoraFormatError(refuse.format("a pickle / PyTorch checkpoint named .safetensors")) from None
@@ -246,12 +227,9 @@ def load_lora_file(path: str | Path, layers_per_block: int = 2) -> LoraWeights:
         raise LoraFormatError(
             f"{path}: not an SDXL LoRA file in diffusers or kohya format (keys must all start with "
             f"unet./text_encoder./text_encoder_2. or lora_unet_/lora_te1_/lora_te2_; found key prefixes "
-            f"{dict(prefixes.most_common(5))}, e.g. {_listed(sorted(tensors)[:3])})"
+            f"{dict(prefixes.most_common(5))}, e.g. {listed(sorted(tensors)[:3])})"
         )
-    if fmt == "kohya":
-        weights = _from_kohya(path, tensors, metadata, layers_per_block)
-    else:
-        weights = _from_diffusers(path, tensors, metadata, layers_per_block)
+    weights = (_from_kohya if fmt == "kohya" else _from_diffusers)(path, tensors, metadata, layers_per_block)
     problems = check_consistency(weights)
     if problems:
         raise LoraFormatError(format_problems(f"{path}: invalid LoRA file", problems))
@@ -279,7 +257,7 @@ def _from_diffusers(path: Path, tensors: dict[str, torch.Tensor], metadata: dict
     if unknown:
         raise LoraFormatError(
             f"{path}: {len(unknown)} unknown keys (a diffusers LoRA key is <component>.<SDXL module>.lora_A.weight, "
-            f".lora_B.weight or .lora_magnitude_vector): {_listed(sorted(unknown))}"
+            f".lora_B.weight or .lora_magnitude_vector): {listed(sorted(unknown))}"
         )
     weights = LoraWeights(canonical, {}, metadata, "diffusers")
     config = _adapter_config(path, metadata)
@@ -310,7 +288,7 @@ def _alpha_from_config(config: dict[str, Any], component: str, module: str, rank
     suffix wins over lora_alpha; no config at all means alpha = rank."""
     if f"{component}.lora_alpha" not in config:
         return float(rank)
-    target = _target_name(module)
+    target = module.removeprefix("text_model.")  # as adapter_metadata names the targets
     for pattern, value in (config.get(f"{component}.alpha_pattern") or {}).items():
         if target == pattern or target.endswith("." + pattern):
             return float(value)
@@ -322,7 +300,6 @@ def _from_kohya(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
     canonical: dict[str, torch.Tensor] = {}
     alphas: dict[str, float] = {}
     problems: list[str] = []
-    missing_alpha: list[str] = []
     stems: dict[str, str] = {}
     for key in sorted(tensors):
         stem, _, kind = key.partition(".")
@@ -354,15 +331,11 @@ def _from_kohya(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str
     if problems:
         raise LoraFormatError(format_problems(f"{path}: invalid kohya LoRA file", problems))
     weights = LoraWeights(canonical, {}, metadata, "kohya")
-    for key in weights.module_keys():
-        if key in alphas:
-            weights.alphas[key] = alphas[key]
-        else:
-            missing_alpha.append(key)
-            weights.alphas[key] = float(weights.rank(key))
-    nonfinite_alpha = [k for k, v in weights.alphas.items() if not torch.isfinite(torch.tensor(v))]
+    missing_alpha = [k for k in weights.module_keys() if k not in alphas]
+    weights.alphas.update({k: alphas.get(k, float(weights.rank(k))) for k in weights.module_keys()})
+    nonfinite_alpha = [k for k, v in weights.alphas.items() if not math.isfinite(v)]
     if nonfinite_alpha:
-        raise LoraFormatError(f"{path}: NaN/inf alpha for {_listed(nonfinite_alpha)}")
+        raise LoraFormatError(f"{path}: NaN/inf alpha for {listed(nonfinite_alpha)}")
     if missing_alpha:
         weights.alpha_recorded = False
         logger.warning("%s: %d modules have no .alpha; using alpha = rank (kohya's rule)", path, len(missing_alpha))
@@ -389,5 +362,5 @@ def check_consistency(weights: LoraWeights) -> list[str]:
             problems.append(f"{module}: rank mismatch, down has rank {a.shape[0]} but up has {b.shape[1]}")
     bad = weights.nonfinite_keys()
     if bad:
-        problems.append(f"NaN/inf values in {len(bad)} tensors: {_listed(bad)}")
+        problems.append(f"NaN/inf values in {len(bad)} tensors: {listed(bad)}")
     return problems

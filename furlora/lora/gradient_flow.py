@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 
 from furlora.errors import TrainingError, format_problems
+from furlora.lora.formats import listed
 
 _EXAMPLES = 6
 
@@ -36,19 +37,18 @@ class GradientFlowReport:
         return not (self.lora_without_grad or self.lora_nonfinite_grad or self.base_with_grad) and self.lora_parameters > 0
 
     def problems(self) -> list[str]:
-        def ex(names: list[str]) -> str:
-            return ", ".join(names[:_EXAMPLES]) + (f" ... ({len(names) - _EXAMPLES} more)" if len(names) > _EXAMPLES else "")
-
         out = []
         if self.lora_parameters == 0:
             out.append("there are no LoRA parameters (was apply() called?)")
         if self.lora_without_grad:
             out.append(f"{len(self.lora_without_grad)} LoRA weights got no gradient (their module is not on the "
-                       f"loss path): {ex(self.lora_without_grad)}")
+                       f"loss path): {listed(self.lora_without_grad, _EXAMPLES)}")
         if self.lora_nonfinite_grad:
-            out.append(f"{len(self.lora_nonfinite_grad)} LoRA weights got NaN/inf gradients: {ex(self.lora_nonfinite_grad)}")
+            out.append(f"{len(self.lora_nonfinite_grad)} LoRA weights got NaN/inf gradients: "
+                       f"{listed(self.lora_nonfinite_grad, _EXAMPLES)}")
         if self.base_with_grad:
-            out.append(f"{len(self.base_with_grad)} base weights got a gradient (not frozen): {ex(self.base_with_grad)}")
+            out.append(f"{len(self.base_with_grad)} base weights got a gradient (not frozen): "
+                       f"{listed(self.base_with_grad, _EXAMPLES)}")
         return out
 
     def raise_for_problems(self) -> None:

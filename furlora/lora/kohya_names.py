@@ -102,16 +102,12 @@ def unet_to_sgm(name: str, layers_per_block: int = 2) -> str:
 def _map_inner(kind: str, rest: list[str], resnet_names: dict[str, str]) -> list[str]:
     """Map the part of a module name inside a block; attention internals are named alike in both
     namings, resnet internals through ``resnet_names``. KeyError if the name is not mappable."""
-    if kind == "attentions":
-        if not _ATTENTION_INNER.fullmatch(".".join(rest)):
-            raise KeyError(".".join(rest))
-        return rest
-    if kind != "resnets":
-        return rest
     joined = ".".join(rest)
-    if joined not in resnet_names:
-        raise KeyError(joined)
-    return resnet_names[joined].split(".")
+    if kind == "attentions" and _ATTENTION_INNER.fullmatch(joined):
+        return rest
+    if kind == "resnets" and joined in resnet_names:
+        return resnet_names[joined].split(".")
+    raise KeyError(joined)
 
 
 def sgm_to_unet(name: str, layers_per_block: int = 2) -> str:
@@ -165,15 +161,9 @@ def split_words(text: str) -> list[str]:
     words: list[str] = []
     i = 0
     while i < len(tokens):
-        for size in range(_MAX_WORDS, 1, -1):
-            candidate = "_".join(tokens[i:i + size])
-            if i + size <= len(tokens) and candidate in _VOCABULARY:
-                words.append(candidate)
-                i += size
-                break
-        else:
-            words.append(tokens[i])
-            i += 1
+        size = next((n for n in range(_MAX_WORDS, 1, -1) if "_".join(tokens[i:i + n]) in _VOCABULARY), 1)
+        words.append("_".join(tokens[i:i + size]))
+        i += size
     return words
 
 
@@ -188,8 +178,7 @@ def parse_kohya_module_name(stem: str, layers_per_block: int = 2) -> tuple[str, 
             dotted = ".".join(split_words(stem[len(prefix):]))
             if component == "unet":
                 return component, sgm_to_unet(dotted, layers_per_block)
-            if not _TEXT_MODULE.fullmatch(dotted):
-                raise ValueError(f"{dotted!r} is not a CLIP text-encoder module")
+            check_sdxl_module(component, dotted)
             return component, dotted
     raise ValueError(f"{stem!r} does not start with {', '.join(KOHYA_PREFIX.values())}")
 

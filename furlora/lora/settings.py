@@ -15,7 +15,7 @@ block or pattern that matches nothing is an error, never a silent no-op.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -32,8 +32,9 @@ SaveDtype = Literal["fp32", "fp16", "bf16"]
 
 
 class ComponentLoraSettings(Settings):
-    """LoRA settings of one component (shared fields; the subclasses set the defaults)."""
+    """LoRA settings of one component (shared fields; the subclasses set the defaults and the valid presets)."""
 
+    valid_presets: ClassVar[tuple[str, ...]]
     enabled: bool = Field(True, description="Put LoRA on this component at all.")
     preset: str | list[str] | None = Field(
         "attn",
@@ -85,12 +86,13 @@ class ComponentLoraSettings(Settings):
             return []
         return [self.preset] if isinstance(self.preset, str) else list(self.preset)
 
+    @field_validator("preset")
     @classmethod
-    def _check_presets(cls, value: str | list[str] | None, allowed: tuple[str, ...]) -> str | list[str] | None:
+    def _valid_preset(cls, value: str | list[str] | None) -> str | list[str] | None:
         names = [] if value is None else ([value] if isinstance(value, str) else value)
-        bad = [n for n in names if n not in allowed]
+        bad = [n for n in names if n not in cls.valid_presets]
         if bad:
-            raise ValueError(f"unknown preset {', '.join(repr(b) for b in bad)}; valid presets: {', '.join(allowed)}")
+            raise ValueError(f"unknown preset {', '.join(repr(b) for b in bad)}; valid presets: {', '.join(cls.valid_presets)}")
         if isinstance(value, list) and len(set(value)) != len(value):
             raise ValueError(f"preset list {value} names a preset twice")
         return value
@@ -105,21 +107,14 @@ class ComponentLoraSettings(Settings):
 class UnetLoraSettings(ComponentLoraSettings):
     """LoRA on the UNet (on by default, attention projections)."""
 
-    @field_validator("preset")
-    @classmethod
-    def _valid_preset(cls, value: str | list[str] | None) -> str | list[str] | None:
-        return cls._check_presets(value, UNET_PRESETS)
+    valid_presets = UNET_PRESETS
 
 
 class TextEncoderLoraSettings(ComponentLoraSettings):
     """LoRA on a CLIP text encoder (off by default)."""
 
+    valid_presets = TEXT_ENCODER_PRESETS
     enabled: bool = Field(False, description="Put LoRA on this text encoder.")
-
-    @field_validator("preset")
-    @classmethod
-    def _valid_preset(cls, value: str | list[str] | None) -> str | list[str] | None:
-        return cls._check_presets(value, TEXT_ENCODER_PRESETS)
 
 
 class LoraSettings(Settings):

@@ -139,19 +139,13 @@ def natural_key(name: str) -> tuple:
 
 def display_name(component: str, live_name: str) -> str:
     """The user-facing name: a text encoder's leading ``text_model.`` removed."""
-    if is_text_encoder(component) and live_name.startswith(TEXT_PREFIX):
-        return live_name[len(TEXT_PREFIX):]
-    return live_name
+    return live_name.removeprefix(TEXT_PREFIX) if is_text_encoder(component) else live_name
 
 
 def normalise_selector(component: str, selector: str) -> str:
     """Accept ``text_model.encoder.layers.3`` as well as ``encoder.layers.3``, and a leading component name."""
     text = selector.strip().strip(".")
-    if text.startswith(component + "."):
-        text = text[len(component) + 1:]
-    if is_text_encoder(component) and text.startswith(TEXT_PREFIX):
-        text = text[len(TEXT_PREFIX):]
-    return text
+    return display_name(component, text.removeprefix(component + "."))
 
 
 def block_of(component: str, name: str) -> str:
@@ -168,7 +162,7 @@ def block_of(component: str, name: str) -> str:
     return parts[0]
 
 
-def role_of(component: str, name: str, module: nn.Module) -> str:
+def role_of(component: str, name: str) -> str:
     """What a LoRA-capable module does (used for coverage counts)."""
     if is_text_encoder(component):
         if ".self_attn." in f".{name}":
@@ -220,12 +214,11 @@ def preset_matches(component: str, preset: str, name: str, module: nn.Module) ->
 def module_info(component: str, live_name: str, module: nn.Module) -> ModuleInfo:
     """Describe a Linear / Conv2d module (shapes work on the meta device)."""
     name = display_name(component, live_name)
+    role, block = role_of(component, name), block_of(component, name)
     if isinstance(module, nn.Conv2d):
-        kernel = tuple(int(k) for k in module.kernel_size)
-        return ModuleInfo(name, live_name, "Conv2d", role_of(component, name, module), block_of(component, name),
-                          int(module.in_channels), int(module.out_channels), (kernel[0], kernel[1]))
-    return ModuleInfo(name, live_name, "Linear", role_of(component, name, module), block_of(component, name),
-                      int(module.in_features), int(module.out_features))
+        kh, kw = (int(k) for k in module.kernel_size)
+        return ModuleInfo(name, live_name, "Conv2d", role, block, int(module.in_channels), int(module.out_channels), (kh, kw))
+    return ModuleInfo(name, live_name, "Linear", role, block, int(module.in_features), int(module.out_features))
 
 
 def exact_selection(component: str, root: nn.Module, settings: ComponentLoraSettings,
@@ -343,14 +336,10 @@ def select_targets(component: str, root: nn.Module, settings: ComponentLoraSetti
         raise TargetError(format_problems(f"LoRA target selection on {component} failed", problems))
 
     targets = sorted((infos[n] for n in chosen), key=lambda i: natural_key(i.name))
-    chosen_names = {t.name for t in targets}
-    taken = set(skipped["outside_blocks"]) | set(skipped["excluded"]) | chosen_names
+    taken = set(skipped["outside_blocks"]) | set(skipped["excluded"]) | {t.name for t in targets}
     skipped["not_in_preset"] = [i.name for i in infos.values() if i.name not in taken]
-    target_live = set(chosen)
-    aliases = {n: alias_map[n] for n in target_live if n in alias_map}
-    skipped["shared"] = sorted(
-        (display_name(component, a) for first, names in alias_map.items() for a in names), key=natural_key
-    )
+    aliases = {n: alias_map[n] for n in chosen if n in alias_map}
+    skipped["shared"] = [display_name(component, a) for names in alias_map.values() for a in names]
     skipped = {k: sorted(set(v), key=natural_key) for k, v in skipped.items() if v}
     candidates = {i.name: i for i in infos.values()}
     return TargetSelection(component, settings, targets, skipped, aliases, candidates)

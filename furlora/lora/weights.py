@@ -72,6 +72,10 @@ class LoraWeights:
         """Rank of one module: the first dimension of its ``lora_A`` weight."""
         return int(self.tensors[f"{module_key}.lora_A.weight"].shape[0])
 
+    def alpha(self, module_key: str) -> float:
+        """Alpha of one module; alpha = rank when none is recorded."""
+        return float(self.alphas.get(module_key, self.rank(module_key)))
+
     def uses_dora(self, component: str | None = None) -> bool:
         return any(
             k.endswith(".lora_magnitude_vector") and (component is None or k.startswith(component + "."))

@@ -17,10 +17,12 @@ from functools import lru_cache
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_flatten
 
 from furlora.memory.inputs import LoraPlan
-from furlora.memory.params import DTYPES, component_configs, inject_lora, meta_component, trainable_parameters
+from furlora.memory.params import component_configs, inject_lora, meta_component, trainable_parameters
 from furlora.memory.simulate import AutocastEmulation, FusedAttention, LiveBytes
+from furlora.models.device import DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +111,7 @@ def _unet_inputs(architecture: str, height: int, width: int, batch: int, dtype: 
 
 
 def _all_tensors(tree: object) -> list[torch.Tensor]:
-    if isinstance(tree, torch.Tensor):
-        return [tree]
-    if isinstance(tree, dict):
-        return [t for v in tree.values() for t in _all_tensors(v)]
-    if isinstance(tree, (list, tuple)):
-        return [t for v in tree for t in _all_tensors(v)]
-    return []
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, torch.Tensor)]
 
 
 def _resident(module: nn.Module) -> list[torch.Tensor]:

@@ -103,7 +103,7 @@ def cache_notes(config: RunConfig) -> list[str]:
     if not train.cache_latents:
         notes.append("train.cache_latents is false: every micro-step runs a VAE encode (two with the 9-channel objective)")
     trains_text = any(config.lora.component(c).enabled for c in ("text_encoder", "text_encoder_2"))
-    tokens = getattr(getattr(config, "tokens", None), "enabled", False)
+    tokens = config.tokens.enabled
     if train.cache_text_embeddings and (trains_text or tokens):
         what = "tokens.enabled" if tokens else "a text-encoder LoRA (lora.text_encoder*)"
         notes.append(f"train.cache_text_embeddings cannot apply: {what} trains, so text embeddings are computed every step")

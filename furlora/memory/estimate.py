@@ -171,13 +171,13 @@ def estimate(plan_input: PlanInput) -> MemoryPlan:
     h, w = p.resolution
     autocast = None if p.mixed_precision == "no" else p.mixed_precision
     trained = set(p.trained_components)
-    te_resident = p.text_encoders_resident or bool(trained & {"text_encoder", "text_encoder_2"})
+    trains_text = bool(trained & {"text_encoder", "text_encoder_2"})
+    te_resident = p.text_encoders_resident or trains_text  # a trained encoder is always resident
 
-    resident: list[PlanItem] = []
-    resident.append(_weights(arch, "unet", p.weight_dtype, True))
-    for name in ("text_encoder", "text_encoder_2"):
-        resident.append(_weights(arch, name, p.weight_dtype, te_resident or name in trained))
-    resident.append(_weights(arch, "vae", p.vae_dtype, p.vae_resident))
+    resident = [_weights(arch, "unet", p.weight_dtype, True),
+                _weights(arch, "text_encoder", p.weight_dtype, te_resident),
+                _weights(arch, "text_encoder_2", p.weight_dtype, te_resident),
+                _weights(arch, "vae", p.vae_dtype, p.vae_resident)]
 
     numels = lora_numels(arch, p.lora)
     n_lora = sum(numels)
@@ -195,7 +195,7 @@ def estimate(plan_input: PlanInput) -> MemoryPlan:
         architecture=arch, height=h, width=w, batch=p.batch_size, weight_dtype=p.weight_dtype,
         lora_dtype=p.lora_dtype, autocast=autocast, gradient_checkpointing=p.gradient_checkpointing,
         attention=p.attention, lora=p.lora.get("unet"),
-        text_requires_grad=bool(trained & {"text_encoder", "text_encoder_2"}), prior_preservation=p.prior_preservation,
+        text_requires_grad=trains_text, prior_preservation=p.prior_preservation,
     )
     step = unet_training_step(spec)
     te_lora = tuple((c, p.lora[c]) for c in ("text_encoder", "text_encoder_2") if c in trained)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from furlora.errors import ConfigError, format_problems
 
@@ -25,8 +25,6 @@ Device = Literal["cuda", "cpu"]
 #: Named architectures (anything else must be a diffusers-format SDXL folder).
 ARCHITECTURES: tuple[str, ...] = ("sdxl-meta", "sdxl-inpaint-meta", "tiny-sdxl", "tiny-sdxl-inpaint")
 LORA_COMPONENTS: tuple[str, ...] = ("unet", "text_encoder", "text_encoder_2")
-
-_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -112,18 +110,11 @@ class PlanInput:
         for name in ("batch_size", "gradient_accumulation_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} {getattr(self, name)}: must be >= 1")
-        for name in ("weight_dtype", "vae_dtype", "lora_dtype"):
-            if getattr(self, name) not in _PRECISIONS:
-                problems.append(f"{name} {getattr(self, name)!r}: use one of {', '.join(_PRECISIONS)}")
-        choices = {
-            "mixed_precision": ("no", "fp16", "bf16"),
-            "attention": ("sdpa", "sliced", "math"),
-            "optimizer": ("adamw", "adamw8bit"),
-            "device": ("cuda", "cpu"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                problems.append(f"{name} {getattr(self, name)!r}: use one of {', '.join(allowed)}")
+        choices = {"weight_dtype": Precision, "vae_dtype": Precision, "lora_dtype": Precision,
+                   "mixed_precision": MixedPrecision, "attention": Attention, "optimizer": Optimizer, "device": Device}
+        for name, kind in choices.items():
+            if getattr(self, name) not in get_args(kind):
+                problems.append(f"{name} {getattr(self, name)!r}: use one of {', '.join(get_args(kind))}")
         for component, plan in self.lora.items():
             if component not in LORA_COMPONENTS:
                 problems.append(f"lora component {component!r}: use one of {', '.join(LORA_COMPONENTS)}")

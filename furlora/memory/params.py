@@ -15,16 +15,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from furlora.errors import ConfigError, ModelLoadError
 from furlora.memory.inputs import ARCHITECTURES, LORA_COMPONENTS, LoraPlan
 from furlora.models.architecture import COMPONENTS
+from furlora.models.device import DTYPES
 
 logger = logging.getLogger(__name__)
-
-DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 #: bitsandbytes 8-bit optimizers keep tensors smaller than this in 32-bit state (their default).
 BNB_MIN_8BIT_SIZE = 4096
@@ -34,10 +32,9 @@ BNB_BLOCKSIZE = 256
 BNB_QMAP_BYTES = 2 * 256 * 4
 
 
-
 def dtype_size(name: str) -> int:
     """Bytes per element of ``fp32`` / ``fp16`` / ``bf16``."""
-    return torch.empty((), dtype=DTYPES[name]).element_size()
+    return DTYPES[name].itemsize
 
 
 # ----------------------------------------------------------------------------- architectures
@@ -94,14 +91,8 @@ def weight_bytes(module: nn.Module, dtype: str) -> int:
     ``Module.to`` leaves them. Shared tensors count once.
     """
     size = dtype_size(dtype)
-    seen: set[int] = set()
-    total = 0
-    for t in [*module.parameters(), *module.buffers()]:
-        if id(t) in seen:
-            continue
-        seen.add(id(t))
-        total += t.numel() * (size if t.is_floating_point() else t.element_size())
-    return total
+    tensors = {id(t): t for t in [*module.parameters(), *module.buffers()]}.values()
+    return sum(t.numel() * (size if t.is_floating_point() else t.element_size()) for t in tensors)
 
 
 @lru_cache(maxsize=64)
@@ -119,27 +110,26 @@ def lora_targets(component: str, root: nn.Module, settings: Any | None = None) -
     """
     from furlora.lora.targets import select_targets
 
-    return tuple(select_targets(component, root, settings or _lora_section(component, LoraPlan())).live_names)
+    section = settings or _lora_settings(component, LoraPlan()).component(component)
+    return tuple(select_targets(component, root, section).live_names)
 
 
-def _lora_section(component: str, plan: LoraPlan) -> Any:
+def _lora_settings(component: str, plan: LoraPlan) -> Any:
+    """LoraSettings with LoRA on ``component`` only, as ``plan`` describes (alpha = rank)."""
     from furlora.lora.settings import LoraSettings
 
-    fields = {"enabled": True, "rank": plan.rank, "alpha": plan.rank, "dropout": plan.dropout, "use_dora": plan.use_dora}
-    return LoraSettings.model_validate({component: fields}).component(component)
+    section = {"enabled": True, "rank": plan.rank, "alpha": plan.rank, "dropout": plan.dropout, "use_dora": plan.use_dora}
+    others = {c: {"enabled": False} for c in LORA_COMPONENTS if c != component}
+    return LoraSettings.model_validate({**others, component: section})
 
 
 def inject_lora(module: nn.Module, component: str, plan: LoraPlan, lora_dtype: str) -> nn.Module:
     """Add LoRA to ``module`` in place with the training's injection path
     (furlora.lora.adapters on the meta device); LoRA weights in ``lora_dtype``."""
     from furlora.lora.adapters import LoraAdapters
-    from furlora.lora.settings import LoraSettings
 
-    others = {c: {"enabled": False} for c in LORA_COMPONENTS if c != component}
-    section = _lora_section(component, plan)
-    settings = LoraSettings.model_validate({**others, component: section.model_dump()})
     targets = {component: plan.targets} if plan.targets is not None else None
-    manager = LoraAdapters({component: module}, settings, targets=targets)
+    manager = LoraAdapters({component: module}, _lora_settings(component, plan), targets=targets)
     manager.apply()
     for p in manager.trainable_parameters():
         p.data = p.data.to(DTYPES[lora_dtype])
@@ -148,14 +138,8 @@ def inject_lora(module: nn.Module, component: str, plan: LoraPlan, lora_dtype: s
 
 
 def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
-    """The parameters with ``requires_grad`` (each once)."""
-    seen: set[int] = set()
-    out = []
-    for p in module.parameters():
-        if p.requires_grad and id(p) not in seen:
-            seen.add(id(p))
-            out.append(p)
-    return out
+    """The parameters with ``requires_grad`` (each once: ``parameters()`` yields a shared one once)."""
+    return [p for p in module.parameters() if p.requires_grad]
 
 
 @lru_cache(maxsize=64)

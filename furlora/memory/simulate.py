@@ -82,18 +82,13 @@ class LiveBytes(TorchDispatchMode):
         return sum(delta for _, delta in self.events[start:stop] if delta > 0)
 
     def mark(self) -> int:
-        """Current position in ``events`` (to measure a phase with :meth:`peak_excluding`)."""
+        """Current position in ``events`` (to measure a phase with :meth:`allocated`)."""
         return len(self.events)
 
-    def peak_excluding(self, keys: set[int], start: int = 0, stop: int | None = None) -> tuple[int, int]:
-        """(peak, live at ``stop``) of the tracked bytes, ignoring storages in ``keys``.
-
-        The replay starts from the live bytes at ``start`` (all events before it included).
-        """
-        end = len(self.events) if stop is None else stop
-        live = sum(delta for key, delta in self.events[:start] if key not in keys)
-        peak = live
-        for key, delta in self.events[start:end]:
+    def peak_excluding(self, keys: set[int]) -> tuple[int, int]:
+        """(peak, live at the end) of the tracked bytes, ignoring storages in ``keys``."""
+        live = peak = 0
+        for key, delta in self.events:
             if key not in keys:
                 live += delta
                 peak = max(peak, live)

@@ -26,7 +26,7 @@ import torch
 
 from furlora.errors import ModelLoadError
 from furlora.models.public_configs import real_sdxl_config
-from furlora.models.tiny import TINY_MODELS, tiny_spec
+from furlora.models.tiny import CONFIG_METADATA_KEYS, TINY_MODELS, tiny_spec
 
 RealComponent = Literal["unet", "unet_inpainting", "text_encoder", "text_encoder_2", "vae"]
 
@@ -34,9 +34,6 @@ RealComponent = Literal["unet", "unet_inpainting", "text_encoder", "text_encoder
 META_SDXL: dict[str, str] = {"sdxl-meta": "unet", "sdxl-inpaint-meta": "unet_inpainting"}
 #: The four weight-carrying components of an SDXL model.
 COMPONENTS: tuple[str, ...] = ("unet", "vae", "text_encoder", "text_encoder_2")
-
-#: Keys of a transformers config file that CLIPTextConfig(**config) must not see.
-_CLIP_FILE_KEYS = ("architectures", "torch_dtype", "dtype", "transformers_version", "model_type", "_name_or_path")
 
 
 def component_config(model: str, component: str) -> dict[str, Any]:
@@ -81,7 +78,7 @@ def build_component(component: str, config: dict[str, Any], device: str | torch.
             # The config file names its class; SDXL's second encoder is the projecting one.
             default = "CLIPTextModelWithProjection" if component == "text_encoder_2" else "CLIPTextModel"
             arch = (config.get("architectures") or [default])[0]
-            for key in _CLIP_FILE_KEYS:
+            for key in CONFIG_METADATA_KEYS:  # CLIPTextConfig(**config) must not see the file's metadata
                 config.pop(key, None)
             cls = CLIPTextModelWithProjection if arch == "CLIPTextModelWithProjection" else CLIPTextModel
             return cls(CLIPTextConfig(**config))
@@ -104,10 +101,4 @@ def build_real_sdxl(component: RealComponent, device: str | torch.device = "meta
 
 def count_parameters(module: torch.nn.Module) -> int:
     """Number of parameter elements (works on the meta device); shared tensors count once."""
-    seen: set[int] = set()
-    total = 0
-    for p in module.parameters():
-        if id(p) not in seen:
-            seen.add(id(p))
-            total += p.numel()
-    return total
+    return sum(p.numel() for p in module.parameters())  # parameters() yields a shared tensor once

@@ -29,13 +29,8 @@ def torch_dtype(name: str, key: str = "model.dtype") -> torch.dtype:
     return DTYPES[name]
 
 
-def accelerator_available() -> bool:
-    """True when a CUDA GPU is visible (the device ``auto`` picks first)."""
-    return torch.cuda.is_available()
-
-
 def _mps_available() -> bool:
-    return bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
+    return torch.backends.mps.is_available()
 
 
 def pick_device(requested: str | torch.device | None = "auto", *, cpu_only: bool = False,
@@ -56,11 +51,11 @@ def pick_device(requested: str | torch.device | None = "auto", *, cpu_only: bool
     if cpu_only or name == "cpu":
         return torch.device("cpu")
     if name == "auto":
-        if accelerator_available():
+        if torch.cuda.is_available():
             return torch.device("cuda")
         return torch.device("mps") if _mps_available() else torch.device("cpu")
     if name.startswith("cuda"):
-        if not accelerator_available():
+        if not torch.cuda.is_available():
             raise ConfigError(f"{key}: {requested!r} but no CUDA GPU is visible; use auto or cpu")
         index = int(name.split(":")[1]) if ":" in name else 0
         if index >= torch.cuda.device_count():

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from furlora.errors import ModelLoadError
-from furlora.models.cache_folder import publish_folder
+from furlora.models.cache_folder import model_folder, publish_folder
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,6 @@ PRETRAINED_MODELS: dict[str, Path] = {
     "tiny-sdxl-inpaint-pretrained": PRETRAINED_DIR / "tiny-sdxl-inpaint-pretrained",
 }
 
-#: Files of the base model's folder that are not a shared component.
-_BASE_OWN_FILES = ("model_index.json", "unet/config.json", "unet/conv_in.safetensors")
 _SHARED_COMPONENTS = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
 
 # Verified files, keyed by (path, size, mtime): hashing is skipped while a file is unchanged.
@@ -121,11 +119,7 @@ def pretrained_model_path(name: str, cache_dir: str | Path | None = None, root: 
     folder = root / entry["folder"]
     if not entry.get("shares_from"):
         return folder
-    from furlora.models.tiny import default_cache_dir
-
-    key = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()[:12]
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = cache / "models" / f"{name}-{key}"
+    target = model_folder(name, manifest["files"], cache_dir)
     if (target / "model_index.json").is_file():
         return target
     publish_folder(target, lambda tmp: _assemble(folder, root / entry["shares_from"], tmp))

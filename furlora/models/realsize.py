@@ -16,7 +16,6 @@ streams its tensors to disk, so the peak stays near the UNet's size.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -29,8 +28,7 @@ from typing import Any
 import torch
 
 from furlora.models.architecture import RealComponent, build_real_sdxl, real_sdxl_config
-from furlora.models.cache_folder import publish_folder
-from furlora.models.tiny import default_cache_dir
+from furlora.models.cache_folder import model_folder, publish_folder
 from furlora.models.tokenizer import write_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -43,12 +41,8 @@ REALSIZE_MODELS: dict[str, RealComponent] = {
     "realsize-sdxl-inpaint": "unet_inpainting",
 }
 
-#: Components written into a folder: name -> (real config name, weight file stem).
-_WEIGHTED: dict[str, tuple[str, str]] = {
-    "text_encoder": ("text_encoder", "model"),
-    "text_encoder_2": ("text_encoder_2", "model"),
-    "vae": ("vae", "diffusion_pytorch_model"),
-}
+#: Components written into a folder besides the UNet (each under its real config name).
+_WEIGHTED = ("text_encoder", "text_encoder_2", "vae")
 
 _SAFETENSORS_DTYPES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32"}
 
@@ -122,8 +116,6 @@ def build_realsize_components(
 
 def realsize_spec(name: str) -> dict[str, Any]:
     """Everything that determines a real-size folder's files (its cache key hashes this)."""
-    if name not in REALSIZE_MODELS:
-        raise KeyError(name)
     return {
         "name": name,
         "seed": REALSIZE_SEED,
@@ -137,10 +129,7 @@ def realsize_spec(name: str) -> dict[str, Any]:
 
 def realsize_model_folder(name: str, cache_dir: str | Path | None = None) -> Path:
     """Where :func:`ensure_realsize_model` keeps ``name`` (it may not exist yet)."""
-    spec = realsize_spec(name)
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return root / "models" / f"{name}-{key}"
+    return model_folder(name, realsize_spec(name), cache_dir)
 
 
 def ensure_realsize_model(name: str, cache_dir: str | Path | None = None) -> Path:
@@ -180,14 +169,12 @@ def _write_realsize_model(spec: dict[str, Any], folder: Path, donor: Path | None
             stem = "diffusion_pytorch_model" if sub in ("unet", "vae") else "model"
             weights = folder / sub / f"{stem}.fp16.safetensors"
             (folder / sub).mkdir(parents=True, exist_ok=True)
-            _write_config(real_sdxl_config(part if sub != "unet" else spec["unet"]), folder / sub, sub)
+            _write_config(real_sdxl_config(part), folder / sub, sub)
             shared = donor / sub / weights.name if donor is not None and sub != "unet" else None
-            if shared is not None and shared.is_file() and _try_link(shared, weights):
-                bar.update(1)
-                continue
-            module = random_real_component(part, "cpu", torch.float16, spec["seed"])
-            write_safetensors_streaming(module.state_dict(), weights)
-            del module
+            if not (shared is not None and shared.is_file() and _try_link(shared, weights)):
+                module = random_real_component(part, "cpu", torch.float16, spec["seed"])
+                write_safetensors_streaming(module.state_dict(), weights)
+                del module
             bar.update(1)
     write_tokenizer(folder / "tokenizer", pad_token="<|endoftext|>", vocab_size=_te_vocab_size())
     write_tokenizer(folder / "tokenizer_2", pad_token="!", vocab_size=_te_vocab_size())

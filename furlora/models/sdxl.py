@@ -56,15 +56,8 @@ class SDXLComponents:
 
     def pipeline_components(self) -> dict[str, Any]:
         """Keyword arguments for diffusers' SDXL pipelines (``StableDiffusionXL*Pipeline(**kw)``)."""
-        return {
-            "unet": self.unet,
-            "vae": self.vae,
-            "text_encoder": self.text_encoder,
-            "text_encoder_2": self.text_encoder_2,
-            "tokenizer": self.tokenizer,
-            "tokenizer_2": self.tokenizer_2,
-            "scheduler": self.scheduler,
-        }
+        names = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "scheduler")
+        return {name: getattr(self, name) for name in names}
 
 
 # ----------------------------------------------------------------------------- resolving
@@ -319,14 +312,8 @@ def load_sdxl(
         module.requires_grad_(False)
         module.eval()
         module.to(device)
-    logger.info(
-        "loaded SDXL %s from %s (%s UNet, weights %s, VAE %s)",
-        "inpainting" if info["is_inpainting"] else "base",
-        path,
-        f"{unet.config.in_channels}-channel",
-        dtype,
-        vae_dtype,
-    )
+    logger.info("loaded SDXL %s from %s (%s-channel UNet, weights %s, VAE %s)",
+                "inpainting" if info["is_inpainting"] else "base", path, unet.config.in_channels, dtype, vae_dtype)
     return SDXLComponents(
         unet=unet, vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1, tokenizer_2=tok2,
         noise_scheduler=noise_scheduler, scheduler=scheduler, source=path,
@@ -337,7 +324,5 @@ def load_sdxl(
 def _inference_scheduler(config: dict[str, Any]) -> Any:
     import diffusers
 
-    cls = getattr(diffusers, str(config.get("_class_name", "EulerDiscreteScheduler")), None)
-    if cls is None:
-        cls = diffusers.EulerDiscreteScheduler
+    cls = getattr(diffusers, str(config.get("_class_name", "EulerDiscreteScheduler")), None) or diffusers.EulerDiscreteScheduler
     return cls.from_config(config)

@@ -12,16 +12,15 @@ diffusers-format folder into the cache directory and then loaded through the nor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from furlora.models.cache_folder import publish_folder
+from furlora.models.cache_folder import model_folder, publish_folder
+from furlora.models.public_configs import real_sdxl_config
 from furlora.models.tokenizer import build_vocab_and_merges, write_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -35,20 +34,6 @@ ADDITION_TIME_EMBED_DIM = 8
 _VOCAB_SIZE = len(build_vocab_and_merges()[0])
 
 
-#: Keys of the real SDXL configs (``sdxl_configs/``) that a tiny model changes: sizes only.
-#: Every other key, including the quirks that change behaviour (``eos_token_id: 2`` on both
-#: text encoders, so transformers pools at the highest token id; the scheduler; the VAE's
-#: ``force_upcast``), is the real value, so the tiny models take the code paths real SDXL takes.
-TINY_SIZE_KEYS: dict[str, tuple[str, ...]] = {
-    "unet": ("sample_size", "block_out_channels", "transformer_layers_per_block", "attention_head_dim",
-             "cross_attention_dim", "addition_time_embed_dim", "projection_class_embeddings_input_dim"),
-    "vae": ("block_out_channels", "layers_per_block", "sample_size"),
-    "text_encoder": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                     "num_attention_heads", "projection_dim"),
-    "text_encoder_2": ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                       "num_attention_heads", "projection_dim"),
-}
-
 #: Config keys that are file metadata, not model behaviour (library versions, the dtype the
 #: weights were saved in: the tiny weights are fp16 on disk like the real ones).
 CONFIG_METADATA_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "architectures", "model_type",
@@ -56,9 +41,13 @@ CONFIG_METADATA_KEYS = ("_class_name", "_diffusers_version", "_name_or_path", "a
 
 
 def _real(component: str) -> dict[str, Any]:
-    """A real SDXL config without its metadata keys (constructor keyword arguments)."""
-    from furlora.models.public_configs import real_sdxl_config
+    """A real SDXL config without its metadata keys (constructor keyword arguments).
 
+    A tiny model changes sizes only (tests/models/test_tiny_config_parity.py lists them). Every
+    other key, including the quirks that change behaviour (``eos_token_id: 2`` on both text
+    encoders, so transformers pools at the highest token id; the scheduler; the VAE's
+    ``force_upcast``), is the real value, so the tiny models take the code paths real SDXL takes.
+    """
     return {k: v for k, v in real_sdxl_config(component).items() if k not in CONFIG_METADATA_KEYS}
 
 
@@ -108,8 +97,6 @@ TINY_MODELS: dict[str, int] = {"tiny-sdxl": 4, "tiny-sdxl-inpaint": 9}
 
 def tiny_spec(name: str) -> dict[str, Any]:
     """Everything that determines a tiny model's files (its cache key is a hash of this)."""
-    if name not in TINY_MODELS:
-        raise KeyError(name)
     return {
         "name": name,
         "seed": TINY_SEED,
@@ -122,11 +109,6 @@ def tiny_spec(name: str) -> dict[str, Any]:
     }
 
 
-def default_cache_dir() -> Path:
-    """``$FURLORA_CACHE`` or ``~/.cache/furlora``."""
-    return Path(os.environ.get("FURLORA_CACHE") or Path.home() / ".cache" / "furlora")
-
-
 def ensure_tiny_model(name: str, cache_dir: str | Path | None = None) -> Path:
     """Return the diffusers-format folder of tiny model ``name``, building it once if needed.
 
@@ -135,9 +117,7 @@ def ensure_tiny_model(name: str, cache_dir: str | Path | None = None) -> Path:
     (parallel test workers) never see a half-written model.
     """
     spec = tiny_spec(name)
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    target = root / "models" / f"{name}-{key}"
+    target = model_folder(name, spec, cache_dir)
     if (target / "model_index.json").is_file():
         return target
     publish_folder(target, lambda tmp: _write_tiny_model(spec, tmp))
@@ -148,8 +128,6 @@ def ensure_tiny_model(name: str, cache_dir: str | Path | None = None) -> Path:
 def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    from furlora.models.public_configs import real_sdxl_config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec["seed"])

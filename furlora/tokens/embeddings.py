@@ -37,7 +37,7 @@ from torch.nn import functional as F
 from furlora.errors import CheckpointError, ConfigError
 from furlora.models.pooling import pool_at_first_eos
 from furlora.tokens.captions import CaptionCollate, expand_prompt, insert_tokens
-from furlora.tokens.files import ENCODER_KEYS, save_embedding_file
+from furlora.tokens.files import ENCODER_KEYS, save_embedding_file, widths_of
 from furlora.tokens.settings import TokenSettings
 from furlora.tokens.vocab import ENCODERS, TokenPlan, check_tokens
 
@@ -165,22 +165,18 @@ class TokenEmbeddings(nn.Module):
         ``"<spitz-fur>, a dog"``). ``regions``: region names present in the sample."""
         return insert_tokens(caption, self.settings, regions)
 
-    def expand_prompts(self, prompts: Sequence[str]) -> list[str]:
-        """Each concept name -> all of its tokens; apply right before tokenizing (a no-op for
-        one-vector concepts). diffusers pipelines do this themselves: give them the short form."""
-        return [expand_prompt(p, self.settings.concepts) for p in prompts]
-
     def wrap_collate(self, collate: Any) -> CaptionCollate:
-        """``collate`` with :meth:`caption_transform` + :meth:`expand_prompts` applied to every
+        """``collate`` with :meth:`caption_transform` + the multi-vector expansion applied to every
         sample's caption first: use it for the training and the validation batches alike."""
         return CaptionCollate(collate, self.settings, expand=True)
 
     def encode_prompt(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``furlora.models.conditioning.encode_prompt`` after :meth:`expand_prompts`:
+        """``furlora.models.conditioning.encode_prompt`` after expanding each concept name to all of
+        its tokens (diffusers pipelines do this themselves: give them the short form):
         ``prompt_embeds`` [B, 77, w1 + w2] and ``pooled`` [B, proj_2]."""
         from furlora.models.conditioning import encode_prompt
 
-        return encode_prompt(self._components, self.expand_prompts(prompts))
+        return encode_prompt(self._components, [expand_prompt(p, self.settings.concepts) for p in prompts])
 
     # ------------------------------------------------------------------ files and state
 
@@ -238,11 +234,6 @@ class TokenEmbeddings(nn.Module):
         if not isinstance(module, GrownEmbedding):
             raise RuntimeError(f"{enc}'s input embedding was replaced after the tokens were added")
         return module
-
-
-def widths_of(components: Any) -> dict[str, int]:
-    """Embedding widths of both encoders: ``{"text_encoder": d1, "text_encoder_2": d2}``."""
-    return {enc: int(getattr(components, enc).get_input_embeddings().weight.shape[1]) for enc, _ in ENCODERS}
 
 
 def initial_rows(components: Any, plan: TokenPlan, settings: TokenSettings, seed: int) -> dict[str, torch.Tensor]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from furlora.atomic import publish_file
+from furlora.atomic import atomic_file
 from furlora.errors import LoraFormatError
 from furlora.models.pooling import pool_at_first_eos
 
@@ -84,15 +84,10 @@ def save_embedding_file(
         CLIP_L: clip_l.detach().to("cpu", torch.float32).contiguous(),
         CLIP_G: clip_g.detach().to("cpu", torch.float32).contiguous(),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Write beside the target and rename: a crash never leaves a half-written file under the real name.
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    # Written beside the target and renamed: a crash never leaves a half-written file under the real
+    # name; published with the umask's mode (safetensors writes 0600; ComfyUI / A1111 may run as another user).
+    with atomic_file(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
-        publish_file(tmp, path)  # safetensors writes 0600; ComfyUI / A1111 may run as another user
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
@@ -167,6 +162,12 @@ def _read_safetensors(path: Path, what: str) -> tuple[dict[str, torch.Tensor], d
     return tensors, metadata
 
 
+def widths_of(model: Any) -> dict[str, int]:
+    """Embedding widths of both text encoders of ``model`` (SDXLComponents or a diffusers pipeline):
+    ``{"text_encoder": d1, "text_encoder_2": d2}``."""
+    return {enc: int(getattr(model, enc).get_input_embeddings().weight.shape[1]) for enc in ENCODER_KEYS}
+
+
 def load_into_pipeline(pipeline: Any, path: str | os.PathLike[str], token: str | None = None) -> list[str]:
     """Load an SDXL embedding file into a diffusers SDXL pipeline (both encoders), diffusers' way.
 
@@ -177,11 +178,7 @@ def load_into_pipeline(pipeline: Any, path: str | os.PathLike[str], token: str |
     Returns the token strings added (a name with N vectors adds ``name, name_1, ...
     name_{N-1}``; prompts write only ``name``).
     """
-    widths = {
-        "text_encoder": pipeline.text_encoder.get_input_embeddings().weight.shape[1],
-        "text_encoder_2": pipeline.text_encoder_2.get_input_embeddings().weight.shape[1],
-    }
-    data = read_embedding_file(path, widths)
+    data = read_embedding_file(path, widths_of(pipeline))
     name = token or data.token or data.path.stem
     pipeline.load_textual_inversion(
         data.clip_l, token=name, text_encoder=pipeline.text_encoder, tokenizer=pipeline.tokenizer

@@ -98,8 +98,9 @@ def check_tokens(
             for enc, _ in ENCODERS:
                 init_ids[enc] += [None] * concept.num_vectors
             continue
+        word_ids: dict[str, list[int | None]] = {enc: [] for enc, _ in ENCODERS}
         for w_index, word in enumerate(concept.init_words):
-            for _, tok_name in ENCODERS:
+            for enc, tok_name in ENCODERS:
                 pieces = word_pieces(tokenizers[tok_name], word)
                 if len(pieces) != 1:
                     problems.append(
@@ -107,15 +108,9 @@ def check_tokens(
                         f"{tok_name}: it splits into {len(pieces)} pieces {pieces}; use a word that is one "
                         "token in both tokenizers (e.g. 'fur', 'hair') or an empty list for random init"
                     )
-        for i in range(concept.num_vectors):
-            for enc, tok_name in ENCODERS:
-                if not concept.init_words:
-                    init_ids[enc].append(None)
-                    continue
-                word = concept.init_words[i % len(concept.init_words)]
-                pieces = word_pieces(tokenizers[tok_name], word)
-                ids = tokenizers[tok_name].convert_tokens_to_ids(pieces)
-                init_ids[enc].append(int(ids[0]) if len(ids) == 1 else None)
+                word_ids[enc].append(int(tokenizers[tok_name].convert_tokens_to_ids(pieces)[0]) if len(pieces) == 1 else None)
+        for enc, ids in word_ids.items():  # vector i starts from init_words[i % len(init_words)]
+            init_ids[enc] += [ids[i % len(ids)] if ids else None for i in range(concept.num_vectors)]
     if problems:
         raise ConfigError(format_problems("the learned tokens cannot be added to this model", problems))
     return TokenPlan(tokens=settings.all_token_names(), init_ids=init_ids, init_files=init_files)

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import yaml
 
-from furlora.models.tiny import default_cache_dir
+from furlora.models.cache_folder import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
 #: The cache the real-size folders live in, read at import: before any test fixture points
