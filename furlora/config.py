@@ -9,8 +9,6 @@ milliseconds.
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
@@ -63,13 +61,6 @@ class RunConfig(Settings):
         """A plain, JSON-serialisable dict of every setting (defaults included)."""
         return self.model_dump(mode="json")
 
-    def fingerprint(self, sections: tuple[str, ...] | None = None) -> str:
-        """sha256 of the canonical JSON of the config (or of the given top-level sections)."""
-        data = self.to_dict()
-        if sections is not None:
-            data = {k: data[k] for k in sections}
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
 
 # ----------------------------------------------------------------------------- loading
 
@@ -89,11 +80,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
         except yaml.YAMLError as exc:
             raise ConfigError(f"{p}: not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
-        data = loaded
+        data = {} if loaded is None else loaded
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(data).__name__}")
     for item in overrides or []:
         apply_override(data, item)
     return validate_config(data, source=source)
@@ -168,7 +157,7 @@ def _takes_text(parts: list[str]) -> bool:
     annotation: Any = None
     for part in parts:
         model = _inner_model(current)
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+        if not _is_model(model) or part not in model.model_fields:
             return False
         annotation = model.model_fields[part].annotation
         current = annotation
@@ -209,29 +198,26 @@ def _valid_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
     """Field names of the settings model found by walking ``path`` from ``model``."""
     current: Any = model
     for part in path:
-        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
-            current = _inner_model(current)
-            if isinstance(part, int):
-                continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+        if isinstance(part, int):  # a list index
+            continue
+        if not _is_model(current):
             return []
         field = current.model_fields.get(str(part))
-        if field is None:
-            current = _inner_model(current)
-            continue
-        current = _inner_model(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return sorted(current.model_fields)
-    return []
+        if field is not None:  # else a key of a dict of models: the model stays
+            current = _inner_model(field.annotation)
+    return sorted(current.model_fields) if _is_model(current) else []
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _inner_model(annotation: Any) -> Any:
     """The BaseModel inside ``X``, ``X | None``, ``list[X]`` or ``dict[str, X]``, else the annotation."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if _is_model(annotation):
         return annotation
-    if get_origin(annotation) is not None or get_args(annotation):
-        for arg in get_args(annotation):
-            inner = _inner_model(arg)
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                return inner
+    for arg in get_args(annotation):
+        inner = _inner_model(arg)
+        if _is_model(inner):
+            return inner
     return annotation

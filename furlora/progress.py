@@ -5,8 +5,8 @@ CI console that becomes one enormous line (or thousands of lines). :func:`progre
 tqdm when the stream is a terminal, and otherwise a :class:`LineProgress` that prints one
 complete line (count, percent, rate, ETA, postfix) every ``LINE_PERCENT`` percent of the work or
 every ``LINE_SECONDS`` seconds, whichever comes first, plus a last line when it closes. Both
-offer the part of tqdm's interface furlora uses (update, set_postfix, set_postfix_str, write,
-close, ``n``, ``total``, ``disable``, use as a context manager).
+offer the part of tqdm's interface furlora uses (update, set_postfix, set_postfix_str, close,
+``n``, ``total``, ``disable``, use as a context manager).
 """
 
 from __future__ import annotations
@@ -76,15 +76,6 @@ class LineProgress:
     def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
         self._postfix = str(s)
 
-    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
-        self.desc = desc or ""
-
-    def refresh(self) -> None:
-        pass
-
-    def write(self, text: str) -> None:
-        print(text, file=self._stream(), flush=True)
-
     def close(self) -> None:
         if self._closed:
             return
@@ -117,11 +108,8 @@ class LineProgress:
             parts.append(f", {self._postfix}")
         return "".join(parts)
 
-    def _stream(self) -> TextIO:
-        return self.file if self.file is not None else sys.stderr
-
     def _print(self, now: float) -> None:
-        print(self.line(now), file=self._stream(), flush=True)
+        print(self.line(now), file=self.file if self.file is not None else sys.stderr, flush=True)
         self._last_time = now
         self._last_n = self.n
 

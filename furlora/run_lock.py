@@ -206,8 +206,5 @@ def hold_run_folder(folder: str | Path, *, main_process: bool | None = None) -> 
     if not main_process:
         yield None
         return
-    lock = acquire_run_lock(folder)
-    try:
+    with acquire_run_lock(folder) as lock:
         yield lock
-    finally:
-        lock.release()

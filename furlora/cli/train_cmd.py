@@ -87,9 +87,8 @@ def _print_stopped(summary: RunSummary, again: str) -> None:
     print(f"{why.get(summary.ended, summary.ended)}: {summary.name!r} at step "
           f"{summary.global_step}/{summary.max_steps} (not exported: the run is not finished)")
     print(f"  checkpoint: {summary.checkpoint} in {summary.checkpoint_dir}")
-    processes = summary.processes
-    if processes > 1:
-        launcher = f"torchrun --nproc_per_node {processes} -m furlora.cli.main {again[len('furlora '):]}"
+    if summary.processes > 1:
+        launcher = f"torchrun --nproc_per_node {summary.processes} -m furlora.cli.main {again[len('furlora '):]}"
         print(f"  resume: run the same launcher command again, e.g. {launcher}")
     else:
         print(f"  resume: {again}")
@@ -127,8 +126,7 @@ def _train(args: argparse.Namespace) -> int:
     from furlora.config import load_config
 
     config = load_config(args.config, args.overrides)
-    _, status = _run(config, _check_resume(args.resume), _again("train", args.config, args.overrides))
-    return status
+    return _run(config, _check_resume(args.resume), _again("train", args.config, args.overrides))[1]
 
 
 def demo_config_path() -> Path:
@@ -160,8 +158,10 @@ def _demo_in_folder(args: argparse.Namespace, config: Any, started: float) -> in
     run, status = _run(config, _check_resume(args.resume), again)
     if status:
         return status  # stopped early with a checkpoint: the comparison needs the finished LoRA
+    from furlora.eval.compare import demo_comparison
+
     output = Path(config.output_dir)
-    report = _comparison_report(config, run, output)
+    report = demo_comparison(config=config, summary=run, output_dir=output / "comparison")  # its index.html, or None
     summary = {**run.to_dict(), "demo_seconds": time.perf_counter() - started}
     if report is not None:
         summary["comparison_report"] = str(report)
@@ -224,10 +224,3 @@ def _typical_grid(rows: list[dict[str, Any]], report_dir: Path, variant: str) ->
     _, sample, seed = gains[len(gains) // 2]
     path = grid_path(report_dir, str(sample), seed)
     return path if path.is_file() else None
-
-
-def _comparison_report(config: Any, summary: RunSummary, output: Path) -> Path | None:
-    """The with/without-LoRA comparison of the finished run (its index.html, or None)."""
-    from furlora.eval.compare import demo_comparison
-
-    return demo_comparison(config=config, summary=summary, output_dir=output / "comparison")

@@ -31,17 +31,8 @@ class CacheFillReport:
     seconds: float
 
 
-def fill_latent_cache(
-    dataset: Any,
-    encoder: BatchEncoder,
-    inpaint: bool,
-    *,
-    full_mask: bool = False,
-    rank: int = 0,
-    world: int = 1,
-    progress: bool = True,
-    desc: str = "latent cache",
-) -> CacheFillReport:
+def fill_latent_cache(dataset: Any, encoder: BatchEncoder, inpaint: bool, *, full_mask: bool = False, rank: int = 0,
+                      world: int = 1, progress: bool = True, desc: str = "latent cache") -> CacheFillReport:
     """Encode (or find) every latent of ``dataset``'s variants; returns a :class:`CacheFillReport`.
 
     ``inpaint``: also the masked-image latents of every hole of the fixed sets, and (``full_mask``,
@@ -57,32 +48,28 @@ def fill_latent_cache(
     started = time.perf_counter()
     entries = encoded = 0
     sizes: set[tuple[int, int]] = set()
-    bar = progress_bar(len(items), desc, "image", disable=not progress)
-    try:
-        with torch.no_grad():
-            for variant, index in items:
-                item = dataset.cache_items(index, variant)
-                pixels = item["pixel_values"]
-                sizes.add(tuple(int(x) for x in pixels.shape[-2:]))
-                todo = [(item["latents"], pixels)]
-                if inpaint:
-                    todo += item["holes"]
-                for parts, image in todo:
-                    entries += 1
-                    if encoder.cached(parts) is None:
-                        encoder.store_latent(parts, encoder.encode_one(image))
-                        encoded += 1
-                bar.update(1)
-                bar.set_postfix(encoded=encoded, refresh=False)
-            if inpaint and full_mask:
-                for h, w in sorted(sizes):
-                    parts = {"kind": "blank", "size": [h, w]}
-                    entries += 1
-                    if encoder.cached(parts) is None:
-                        encoder.store_latent(parts, encoder.encode_one(torch.zeros(3, h, w)))
-                        encoded += 1
-    finally:
-        bar.close()
+    with progress_bar(len(items), desc, "image", disable=not progress) as bar, torch.no_grad():
+        for variant, index in items:
+            item = dataset.cache_items(index, variant)
+            pixels = item["pixel_values"]
+            sizes.add(tuple(int(x) for x in pixels.shape[-2:]))
+            todo = [(item["latents"], pixels)]
+            if inpaint:
+                todo += item["holes"]
+            for parts, image in todo:
+                entries += 1
+                if encoder.cached(parts) is None:
+                    encoder.store_latent(parts, encoder.encode_one(image))
+                    encoded += 1
+            bar.update(1)
+            bar.set_postfix(encoded=encoded, refresh=False)
+        if inpaint and full_mask:
+            for h, w in sorted(sizes):
+                parts = {"kind": "blank", "size": [h, w]}
+                entries += 1
+                if encoder.cached(parts) is None:
+                    encoder.store_latent(parts, encoder.encode_one(torch.zeros(3, h, w)))
+                    encoded += 1
     report = CacheFillReport(entries=entries, encoded=encoded, seconds=time.perf_counter() - started)
     logger.info(
         "%s: %d entries (%d encoded, %d already cached) in %.1f s",
@@ -102,16 +89,11 @@ def build_cache(config: Any, *, device: Any | None = None, progress: bool = True
     from furlora.data.cache import run_cache_dir
     from furlora.errors import ConfigError
     from furlora.models.device import pick_device
-    from furlora.models.sdxl import inspect_model_folder, resolve_model_path
-    from furlora.train.setup import build_dataset, load_components
-    from furlora.train.step import resolve_objective
+    from furlora.train.setup import build_dataset, load_components, resolve_model
 
     if not config.train.cache_latents:
         raise ConfigError("train.cache_latents is false in this config: there is no latent cache to build (set it to true)")
-    model_path = resolve_model_path(config.model.source, config.model.revision, dtype=config.model.dtype,
-                                    variant=config.model.variant)
-    info = inspect_model_folder(model_path, config.model.variant)
-    inpaint = resolve_objective(config.train.objective, int(info["unet_config"].get("in_channels", 4)), f"model.source {config.model.source!r}")
+    model_path, inpaint = resolve_model(config)
     resolutions = [p.resolution for p in config.train.resolution_schedule] or [config.data.resolution]
     datasets = [build_dataset(config, r) for r in dict.fromkeys(resolutions)]  # every dataset problem before weights load
     if device is None:
@@ -120,12 +102,8 @@ def build_cache(config: Any, *, device: Any | None = None, progress: bool = True
         torch.set_num_threads(config.train.cpu_threads)
     components = load_components(config, model_path, device)
     encoder = BatchEncoder(components, device, cache_dir=run_cache_dir(config.data.cache_dir, config.output_dir), cache_text=False)
-    reports = []
-    for dataset in datasets:
-        reports.append(
-            fill_latent_cache(
-                dataset, encoder, inpaint, full_mask=config.train.full_mask_fraction > 0, progress=progress,
-                desc=f"latent cache {dataset.settings.resolution} px",
-            )
-        )
-    return reports
+    return [
+        fill_latent_cache(dataset, encoder, inpaint, full_mask=config.train.full_mask_fraction > 0, progress=progress,
+                          desc=f"latent cache {dataset.settings.resolution} px")
+        for dataset in datasets
+    ]

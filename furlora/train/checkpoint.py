@@ -131,10 +131,6 @@ class StagingBuffers:
             self._event.synchronize()
             self._event = None
 
-    @property
-    def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in self._buffers.values())
-
 
 def snapshot(value: Any) -> Any:
     """A deep copy with every tensor cloned to the CPU."""
@@ -344,7 +340,7 @@ class CheckpointWriter:
     * :meth:`save` (state): start the background copy and write, return. Until the copy is done
       the state's tensors must not change: call :meth:`before_update` before anything modifies
       them (the optimizer step, the EMA update). At most one write is in flight: if the previous
-      one is not done, ``save`` waits for it first (logged, and counted in ``last_wait_seconds``).
+      one is not done, ``save`` waits for it first (logged).
     * :meth:`before_update`: block until the copy of the last ``save`` is done (normally long
       done: it overlaps the next forward and backward passes).
     * :meth:`wait`: block until the write in flight is on disk; raise its error, if any.
@@ -352,7 +348,7 @@ class CheckpointWriter:
     * :meth:`poll`: raise the error of a finished background write now, without blocking (the
       trainer calls it every step, so a full disk stops training at once).
     * ``in_flight``, ``last_written`` (path), ``last_blocked_seconds`` (training-thread time of
-      the last ``save`` plus its ``before_update`` wait), ``last_wait_seconds``.
+      the last ``save`` plus its ``before_update`` wait).
 
     A failed write leaves the previous complete checkpoint untouched (see :func:`write_checkpoint`).
     """
@@ -368,7 +364,6 @@ class CheckpointWriter:
         self._copied: threading.Event | None = None
         self.last_written: Path | None = None
         self.last_blocked_seconds = 0.0
-        self.last_wait_seconds = 0.0
         self.before_rename: Callable[[], None] | None = None  # test hook: runs inside the write
 
     @property
@@ -385,7 +380,6 @@ class CheckpointWriter:
                 "train.checkpoint.every_n_steps steps)", state.step, self._writing_step,
             )
         self.wait()
-        self.last_wait_seconds = time.perf_counter() - started
         if not self.asynchronous:
             self._write(pack(state, self._staging))
             self.last_blocked_seconds = time.perf_counter() - started

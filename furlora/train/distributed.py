@@ -35,11 +35,8 @@ def average_gradients(parameters: Sequence[torch.Tensor], world_size: int) -> No
         offset += n
 
 
-def sum_over_processes(values: list[float], world_size: int, device: torch.device) -> list[float]:
-    """Element-wise sums of Python floats over the processes, in one all-reduce (the values themselves
-    with one process)."""
-    if world_size == 1:
-        return list(values)
+def sum_over_processes(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sums of Python floats over the processes, in one all-reduce."""
     import torch.distributed as dist
 
     t = torch.tensor(values, dtype=torch.float64, device=device)

@@ -99,15 +99,8 @@ class BatchEncoder:
     ``cache_dir``: also keep latents on disk there (entries keyed by key parts + VAE fingerprint).
     """
 
-    def __init__(
-        self,
-        components: Any,
-        device: torch.device,
-        cache_latents: bool = True,
-        cache_text: bool = True,
-        max_cache_bytes: int = 1 << 30,
-        cache_dir: Any | None = None,
-    ) -> None:
+    def __init__(self, components: Any, device: torch.device, cache_latents: bool = True, cache_text: bool = True,
+                 max_cache_bytes: int = 1 << 30, cache_dir: Any | None = None) -> None:
         self.components = components
         self.device = device
         self.latent_cache = TensorLRU(max_cache_bytes) if cache_latents else None
@@ -205,14 +198,9 @@ class BatchEncoder:
         ``trainable``: a text encoder has LoRA; gradients flow and nothing is cached. Cached
         captions are encoded one at a time, so a cache hit equals what an empty cache computes.
         """
-        comps = self.components
         if trainable or self.text_cache is None:
-            ids_1 = tokenize(comps.tokenizer, captions)
-            ids_2 = tokenize(comps.tokenizer_2, captions)
-            context = torch.enable_grad() if trainable else torch.no_grad()
-            with context:
-                embeds, pooled = encode_tokens(comps.text_encoder, comps.text_encoder_2, ids_1, ids_2)
-            return embeds, pooled
+            with torch.enable_grad() if trainable else torch.no_grad():
+                return self._encode_text(captions)
         results: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         missing = []
         for caption in dict.fromkeys(captions):
@@ -223,15 +211,14 @@ class BatchEncoder:
                 results[caption] = hit
         for caption in missing:
             with torch.no_grad():
-                embeds, pooled = encode_tokens(
-                    comps.text_encoder,
-                    comps.text_encoder_2,
-                    tokenize(comps.tokenizer, [caption]),
-                    tokenize(comps.tokenizer_2, [caption]),
-                )
+                embeds, pooled = self._encode_text([caption])
                 pair = (embeds[0].detach().to("cpu"), pooled[0].detach().to("cpu"))
                 self.text_cache.put(caption, pair)
                 results[caption] = pair
         embeds = torch.stack([results[c][0] for c in captions]).to(self.device)
         pooled = torch.stack([results[c][1] for c in captions]).to(self.device)
         return embeds, pooled
+
+    def _encode_text(self, captions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        c = self.components
+        return encode_tokens(c.text_encoder, c.text_encoder_2, tokenize(c.tokenizer, captions), tokenize(c.tokenizer_2, captions))

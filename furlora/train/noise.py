@@ -27,16 +27,8 @@ class StepDraws:
     full_mask: torch.Tensor
 
 
-def draw_step(
-    seed: int,
-    global_step: int,
-    rank: int,
-    micro_step: int,
-    latent_shape: tuple[int, int, int, int],
-    num_train_timesteps: int,
-    noise_offset: float = 0.0,
-    full_mask_fraction: float = 0.0,
-) -> StepDraws:
+def draw_step(seed: int, global_step: int, rank: int, micro_step: int, latent_shape: tuple[int, int, int, int],
+              num_train_timesteps: int, noise_offset: float = 0.0, full_mask_fraction: float = 0.0) -> StepDraws:
     """Draw everything random for one micro-step on the CPU (move to the device afterwards).
 
     Each quantity uses its own stream, so changing e.g. ``full_mask_fraction`` does not change

@@ -22,12 +22,9 @@ def build_optimizer(groups: list[dict[str, Any]], settings: TrainSettings) -> to
     prepared = []
     for group in groups:
         params = [p for p in group["params"] if p.requires_grad]
-        if not params:
-            continue
-        entry = dict(group)
-        entry["params"] = params
-        entry["lr"] = settings.learning_rate if group.get("lr") is None else float(group["lr"])
-        prepared.append(entry)
+        if params:
+            lr = settings.learning_rate if group.get("lr") is None else float(group["lr"])
+            prepared.append({**group, "params": params, "lr": lr})
     if not prepared:
         raise ConfigError("nothing to train: the LoRA settings select no trainable parameters")
     kwargs = {

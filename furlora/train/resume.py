@@ -24,10 +24,7 @@ logger = logging.getLogger(__name__)
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists stay values)."""
     if isinstance(data, dict):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(flatten(value, f"{prefix}{key}."))
-        return out
+        return {k: v for key, value in data.items() for k, v in flatten(value, f"{prefix}{key}.").items()}
     return {prefix[:-1]: data}
 
 
@@ -55,11 +52,8 @@ def config_hash(config: dict[str, Any]) -> str:
 def config_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Human-readable differences in training-relevant keys: ``key: checkpoint X, now Y``."""
     a, b = training_items(saved), training_items(current)
-    out = []
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            out.append(f"{key}: checkpoint {a.get(key, '<unset>')!r}, now {b.get(key, '<unset>')!r}")
-    return out
+    pairs = {key: (a.get(key, "<unset>"), b.get(key, "<unset>")) for key in sorted(set(a) | set(b))}
+    return [f"{key}: checkpoint {old!r}, now {new!r}" for key, (old, new) in pairs.items() if old != new]
 
 
 def check_compatible(state: CheckpointState, config: dict[str, Any]) -> None:

@@ -38,17 +38,9 @@ def _grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
 
 
 @torch.no_grad()
-def write_sample_grid(
-    components: Any,
-    dataset: Any,
-    path: str | Path,
-    *,
-    num_images: int,
-    steps: int,
-    seed: int,
-    disabled: Callable[[], contextlib.AbstractContextManager[Any]],
-    prompt_transform: Callable[[str], str] | None = None,
-) -> Path:
+def write_sample_grid(components: Any, dataset: Any, path: str | Path, *, num_images: int, steps: int, seed: int,
+                      disabled: Callable[[], contextlib.AbstractContextManager[Any]],
+                      prompt_transform: Callable[[str], str] | None = None) -> Path:
     """Inpaint ``num_images`` held-out samples with and without the adapter; save the grid as PNG.
 
     ``disabled``: context manager factory that turns the adapter off (base model).

@@ -66,20 +66,15 @@ class LossSettings(Settings):
     def _removed_region_weights(cls, data: Any) -> Any:
         # Region weights have one home (data.region_weights); say exactly what to write instead.
         if isinstance(data, dict) and "region_weights" in data:
-            raise ValueError(removed_region_weights_message(data["region_weights"]))
+            old = data["region_weights"]
+            flow = "{" + ", ".join(f"{name}: {weight}" for name, weight in (old.items() if isinstance(old, dict) else [])) + "}"
+            raise ValueError(
+                "train.loss.region_weights was removed: region weights have one home, data.region_weights "
+                f"(weights >= 0). Delete train.loss.region_weights and write `data: {{region_weights: {flow}}}` "
+                "(or --set 'data.region_weights=" + flow + "'). Unlike the old key, a region not named there "
+                "weighs 1, not 0: name it with weight 0 to keep it out of the loss"
+            )
         return data
-
-
-def removed_region_weights_message(old: Any) -> str:
-    """The error for a config that still sets the removed ``train.loss.region_weights``."""
-    pairs = old.items() if isinstance(old, dict) else []
-    flow = "{" + ", ".join(f"{name}: {weight}" for name, weight in pairs) + "}"
-    return (
-        "train.loss.region_weights was removed: region weights have one home, data.region_weights "
-        f"(weights >= 0). Delete train.loss.region_weights and write `data: {{region_weights: {flow}}}` "
-        "(or --set 'data.region_weights=" + flow + "'). Unlike the old key, a region not named there "
-        "weighs 1, not 0: name it with weight 0 to keep it out of the loss"
-    )
 
 
 class CheckpointSettings(Settings):

@@ -56,6 +56,11 @@ class Preflight:
     val_dataset: MaskedDataset | None
     output_dir: Path
 
+    @property
+    def objective(self) -> str:
+        """The objective's name, as summaries and file metadata write it: ``inpaint`` (9-channel) or ``masked``."""
+        return "inpaint" if self.inpaint else "masked"
+
 
 @dataclass
 class Run:
@@ -73,6 +78,8 @@ class Run:
     tokens: TokenEmbeddings | None
     manager: LoraAdapters
     trained: list[str]
+    text_lora: bool
+    """A text encoder has LoRA: its embeddings change every step (gradients flow, nothing is cached)."""
     prediction_type: str
     encoder: BatchEncoder
     parameters: list[torch.nn.Parameter]
@@ -131,6 +138,17 @@ def build_dataset(config: RunConfig, resolution: int | None = None, root: str | 
     return MaskedDataset(settings, root=root, seed=config.seed, cache_latents=config.train.cache_latents)
 
 
+def resolve_model(config: RunConfig) -> tuple[Path, bool]:
+    """The model folder of ``config`` and whether it trains the 9-channel inpainting objective.
+
+    Reads configs only, no weights; raises ConfigError when train.objective and the UNet disagree.
+    """
+    model = config.model
+    model_path = resolve_model_path(model.source, model.revision, dtype=model.dtype, variant=model.variant)
+    in_channels = int(inspect_model_folder(model_path, model.variant)["unet_config"].get("in_channels", 4))
+    return model_path, resolve_objective(config.train.objective, in_channels, f"model.source {model.source!r}")
+
+
 def preflight(config: RunConfig, dataset: MaskedDataset | None = None, val_dataset: MaskedDataset | None = None) -> Preflight:
     """Check the run before any weight loads; raise one error listing every config problem."""
     train = config.train
@@ -144,14 +162,10 @@ def preflight(config: RunConfig, dataset: MaskedDataset | None = None, val_datas
             problems.append("train.optimizer: adamw8bit needs bitsandbytes (pip install bitsandbytes), or use adamw")
     if problems:
         raise ConfigError(format_problems("invalid training settings", problems))
-    model_path = resolve_model_path(config.model.source, config.model.revision, dtype=config.model.dtype,
-                                    variant=config.model.variant)
-    info = inspect_model_folder(model_path, config.model.variant)
+    model_path, inpaint = resolve_model(config)
     # Learned tokens against the model's tokenizers (known token, bad initialiser word, init file
     # of another model): tokenizers and configs only, no weights.
     check_before_loading(config.tokens, model_path)
-    in_channels = int(info["unet_config"].get("in_channels", 4))
-    inpaint = resolve_objective(train.objective, in_channels, f"model.source {config.model.source!r}")
     output_dir = Path(config.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -167,13 +181,8 @@ def preflight(config: RunConfig, dataset: MaskedDataset | None = None, val_datas
 
 def load_components(config: RunConfig, model_path: Path, device: torch.device) -> SDXLComponents:
     """Load the frozen SDXL components onto ``device``."""
-    return load_sdxl(
-        model_path,
-        dtype=config.model.dtype,
-        vae_dtype=config.model.vae_dtype,
-        variant=config.model.variant,
-        device=device,
-    )
+    model = config.model
+    return load_sdxl(model_path, dtype=model.dtype, vae_dtype=model.vae_dtype, variant=model.variant, device=device)
 
 
 def attach_lora(components: Any, config: RunConfig) -> LoraAdapters:
@@ -222,6 +231,7 @@ def setup_run(config: RunConfig, *, components: SDXLComponents | None = None, da
         collate = tokens.wrap_collate(collate)  # training and validation batches get the same token captions
     manager = attach_lora(components, config)
     trained = config.lora.enabled_components()
+    text_lora = any(name in trained for name in TEXT_ENCODERS)
     configure_memory(components, settings, trained)
     prediction_type = resolve_prediction_type(settings.prediction_type, components.noise_scheduler)
     # The inference scheduler too: sample grids must denoise with what the LoRA learns.
@@ -229,7 +239,7 @@ def setup_run(config: RunConfig, *, components: SDXLComponents | None = None, da
         if prediction_type != scheduler.config.prediction_type:
             scheduler.register_to_config(prediction_type=prediction_type)
     # Trained token vectors change the text embeddings: a cache keyed by caption would be stale.
-    cache_text = settings.cache_text_embeddings and tokens is None and not any(name in trained for name in TEXT_ENCODERS)
+    cache_text = settings.cache_text_embeddings and tokens is None and not text_lora
     if settings.cache_text_embeddings and not cache_text and accelerator.is_main_process:
         logger.warning(
             "train.cache_text_embeddings is on but cannot apply: %s trains, so text embeddings change every step",
@@ -246,7 +256,8 @@ def setup_run(config: RunConfig, *, components: SDXLComponents | None = None, da
     return Run(
         config=config, pre=pre, accelerator=accelerator, device=device, rank=accelerator.process_index,
         world=accelerator.num_processes, is_main=accelerator.is_main_process, collate=collate,
-        components=components, tokens=tokens, manager=manager, trained=trained, prediction_type=prediction_type, encoder=encoder,
+        components=components, tokens=tokens, manager=manager, trained=trained, text_lora=text_lora,
+        prediction_type=prediction_type, encoder=encoder,
         parameters=[p for g in groups for p in g["params"] if p.requires_grad], optimizer=optimizer,
         lr_scheduler=build_lr_scheduler(optimizer, settings.lr_scheduler, settings.lr_warmup_steps, settings.max_steps),
         scaler=torch.amp.GradScaler(device.type) if settings.mixed_precision == "fp16" else None,

@@ -9,6 +9,7 @@ JSON round trip exactly (``repr`` is round-trip safe; NaN / inf are allowed).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,17 +21,11 @@ _PLAIN = (bool, int, float, str, type(None))
 
 def _table_columns(value: dict[Any, Any]) -> list[Any] | None:
     """The shared keys if ``value`` maps keys to dicts with identical keys (optimizer state), else None."""
-    if len(value) < 4:
+    rows = list(value.values())
+    if len(rows) < 4 or not isinstance(rows[0], dict):
         return None
-    rows = iter(value.values())
-    first = next(rows)
-    if not isinstance(first, dict):
-        return None
-    columns = list(first)
-    for row in rows:
-        if not isinstance(row, dict) or list(row) != columns:
-            return None
-    return columns
+    columns = list(rows[0])
+    return columns if all(isinstance(row, dict) and list(row) == columns for row in rows) else None
 
 
 def flatten_state(
@@ -53,12 +48,17 @@ def flatten_state(
     parts: dict[str, list[torch.Tensor]] = {}
     sizes: dict[str, int] = {}
 
+    def add(tensors: list[torch.Tensor]) -> tuple[str, int]:
+        """Append tensors of one dtype to that dtype's buffer; returns (dtype name, their offset)."""
+        name = str(tensors[0].dtype).removeprefix("torch.")
+        offset = sizes.get(name, 0)
+        parts.setdefault(name, []).extend(t.reshape(-1) for t in tensors)
+        sizes[name] = offset + sum(t.numel() for t in tensors)
+        return name, offset
+
     def walk(value: Any, path: str) -> Any:
         if isinstance(value, torch.Tensor):
-            name = str(value.dtype).removeprefix("torch.")
-            offset = sizes.get(name, 0)
-            parts.setdefault(name, []).append(value.reshape(-1))
-            sizes[name] = offset + value.numel()
+            name, offset = add([value])
             return {_TENSOR: [name, offset, value.numel(), list(value.shape)]}
         if isinstance(value, dict):
             if len(value) >= 4 and all(isinstance(v, torch.Tensor) for v in value.values()):
@@ -74,7 +74,7 @@ def flatten_state(
             if all(isinstance(v, _PLAIN) for v in value):  # e.g. an optimizer group's parameter indices
                 return list(value)
             return [walk(v, f"{path}.{i}") for i, v in enumerate(value)]
-        if value is None or isinstance(value, (bool, int, float, str)):
+        if isinstance(value, _PLAIN):
             return value
         raise TypeError(f"cannot store a {type(value).__name__} at {path} in a checkpoint")
 
@@ -82,11 +82,7 @@ def flatten_state(
         """Tensors of one dtype in a column go into the buffer as one run: far fewer Python steps."""
         if not all(isinstance(v, torch.Tensor) for v in values) or len({v.dtype for v in values}) != 1:
             return [walk(v, f"{path}.{i}") for i, v in enumerate(values)]
-        name = str(values[0].dtype).removeprefix("torch.")
-        offset = sizes.get(name, 0)
-        flat = [v.reshape(-1) for v in values]
-        parts.setdefault(name, []).extend(flat)
-        sizes[name] = offset + sum(f.numel() for f in flat)
+        name, offset = add(values)
         return {_TENSOR: [name, offset, [list(v.shape) for v in values]]}
 
     with torch.no_grad():  # LoRA parameters require grad; the copy must not
@@ -127,9 +123,7 @@ def _column_values(node: Any, buffers: dict[str, torch.Tensor], count: int) -> l
         name, offset, shapes = node[_TENSOR]
         out = []
         for shape in shapes:
-            numel = 1
-            for d in shape:
-                numel *= d
+            numel = math.prod(shape)
             out.append(buffers[name][offset : offset + numel].view(shape))
             offset += numel
         return out

@@ -94,11 +94,7 @@ def _region_names(batch: dict[str, Any], count: int) -> list[list[str]]:
 
 
 def prepare_batch(
-    batch: dict[str, Any],
-    draws: StepDraws,
-    encoder: BatchEncoder,
-    inpaint: bool,
-    text_trainable: bool,
+    batch: dict[str, Any], draws: StepDraws, encoder: BatchEncoder, inpaint: bool, text_trainable: bool
 ) -> PreparedBatch:
     """Encode a collated dataset batch (see furlora.data contract) for one micro-step.
 
@@ -125,15 +121,8 @@ def prepare_batch(
     time_ids = batch_micro_conditioning(
         _pairs(batch["original_size"]), _pairs(batch["crop_top_left"]), _pairs(batch["target_size"])
     ).to(device)
-    prepared = PreparedBatch(
-        latents=latents,
-        loss_mask=loss_mask,
-        region_masks=region_masks,
-        region_names=names,
-        prompt_embeds=prompt_embeds,
-        pooled=pooled,
-        time_ids=time_ids,
-    )
+    prepared = PreparedBatch(latents=latents, loss_mask=loss_mask, region_masks=region_masks, region_names=names,
+                             prompt_embeds=prompt_embeds, pooled=pooled, time_ids=time_ids)
     if inpaint:
         full = draws.full_mask.view(-1, 1, 1, 1)
         pixel_mask = torch.where(full, torch.ones_like(batch["inpaint_mask"]), batch["inpaint_mask"].float())
@@ -206,7 +195,6 @@ def training_loss(
     loss_settings: LossSettings,
     base_unet: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
-    log_regions: bool = True,
 ) -> StepOutput:
     """Noise the latents, run the UNet, and compute the configured loss.
 
@@ -242,9 +230,7 @@ def training_loss(
         prior_mask=prepared.loss_mask,
         prior_weight=loss_settings.prior_preservation_weight,
     )
-    regions = {}
-    if log_regions:
-        regions = region_error_sums(prediction, target, prepared.region_masks, prepared.region_names, within=prepared.hole)
+    regions = region_error_sums(prediction, target, prepared.region_masks, prepared.region_names, within=prepared.hole)
     share = hole_weight_share(weights, prepared.hole) if prepared.hole is not None else None
     return StepOutput(loss=terms, regions=regions, hole_share=share)
 

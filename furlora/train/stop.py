@@ -19,6 +19,7 @@ stopping costs no extra collective.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -33,8 +34,6 @@ TIME_BUDGET_EXIT = 75
 REPEAT_WINDOW_S = 1.5
 #: Assumed checkpoint write time until one has been measured.
 UNMEASURED_CHECKPOINT_S = 30.0
-
-_SIGNALS = ("SIGTERM", "SIGINT")
 
 
 def format_duration(seconds: float) -> str:
@@ -68,15 +67,8 @@ class StopControl:
     ``keeps_clock``: whether this process votes on the time budget (the main process).
     """
 
-    def __init__(
-        self,
-        max_wall_time: float | None,
-        started: float,
-        *,
-        world: int = 1,
-        device: Any = None,
-        keeps_clock: bool = True,
-    ) -> None:
+    def __init__(self, max_wall_time: float | None, started: float, *, world: int = 1, device: Any = None,
+                 keeps_clock: bool = True) -> None:
         self.max_wall_time = max_wall_time
         self.started = started
         self.world = world
@@ -96,10 +88,8 @@ class StopControl:
         """Catch SIGTERM and SIGINT until :meth:`uninstall` (main thread only; elsewhere: no-op)."""
         if threading.current_thread() is not threading.main_thread():
             return
-        for name in _SIGNALS:
-            number = getattr(signal, name, None)
-            if number is not None:
-                self._previous[number] = signal.signal(number, self._on_signal)
+        for number in (signal.SIGTERM, signal.SIGINT):
+            self._previous[number] = signal.signal(number, self._on_signal)
 
     def uninstall(self) -> None:
         for number, handler in self._previous.items():
@@ -114,12 +104,9 @@ class StopControl:
             return  # the checkpoint is complete and the run is returning: nothing left to interrupt
         if self.signal_name is None:
             self.signal_name, self._signal_at = name, now
-            if self._stopping:
-                _say(f"furlora: {name} received: already stopping, the checkpoint is being written "
-                     f"(send {name} again to exit at once without it)\n")
-            else:
-                _say(f"furlora: {name} received: finishing the current step, then writing a checkpoint "
-                     f"(send {name} again to exit at once without it)\n")
+            doing = ("already stopping, the checkpoint is being written" if self._stopping
+                     else "finishing the current step, then writing a checkpoint")
+            _say(f"furlora: {name} received: {doing} (send {name} again to exit at once without it)\n")
             return
         if now - self._signal_at < REPEAT_WINDOW_S:
             return  # the same request, forwarded by a launcher
@@ -182,7 +169,7 @@ class StopControl:
             return local_loss
         from furlora.train.distributed import sum_over_processes
 
-        reduced = sum_over_processes([local_loss, *self._votes()], self.world, self.device)
+        reduced = sum_over_processes([local_loss, *self._votes()], self.device)
         self._agreed = self._decide(reduced[1:])
         return reduced[0] / self.world
 
@@ -194,7 +181,5 @@ class StopControl:
 
 
 def _say(text: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.write(2, text.encode())
-    except OSError:
-        pass

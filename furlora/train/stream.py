@@ -20,21 +20,14 @@ from furlora.train.threads import single_threaded_torch
 class BatchStream:
     """Micro-batches for one process.
 
-    ``dataset``: has ``sample(index, epoch)`` (or ``set_epoch`` + ``__getitem__``).
-    ``sampler``: has ``batches(epoch)`` (or ``set_epoch(e)`` and iteration) giving lists of indices.
+    ``dataset``: has ``sample(index, epoch)``. ``sampler``: has ``batches(epoch)`` giving lists of indices
+    (furlora's BucketBatchSampler: a pure function of the epoch).
     ``collate``: list of samples -> batch dict. ``prefetch``: load the next batch in a
     background thread while the current one trains (same batches, same order).
     """
 
-    def __init__(
-        self,
-        dataset: Any,
-        sampler: Any,
-        collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
-        world_size: int = 1,
-        rank: int = 0,
-        prefetch: bool = True,
-    ) -> None:
+    def __init__(self, dataset: Any, sampler: Any, collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+                 world_size: int = 1, rank: int = 0, prefetch: bool = True) -> None:
         self.dataset = dataset
         self.sampler = sampler
         self.collate = collate
@@ -65,11 +58,7 @@ class BatchStream:
 
     # -- reading ------------------------------------------------------------------------
     def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        if hasattr(self.sampler, "batches"):  # furlora's BucketBatchSampler: a pure function of the epoch
-            batches = [list(b) for b in self.sampler.batches(epoch)]
-        else:
-            self.sampler.set_epoch(epoch)
-            batches = [list(b) for b in self.sampler]
+        batches = [list(b) for b in self.sampler.batches(epoch)]
         if len(batches) < self.world_size:
             raise DatasetError(
                 f"the dataset gives {len(batches)} batch(es) per epoch, fewer than the {self.world_size} processes; "
@@ -99,12 +88,7 @@ class BatchStream:
 
     def load(self, epoch: int, indices: Sequence[int]) -> dict[str, Any]:
         """Collate the samples ``indices`` as drawn in ``epoch``."""
-        if hasattr(self.dataset, "sample"):
-            samples = [self.dataset.sample(i, epoch) for i in indices]
-        else:
-            self.dataset.set_epoch(epoch)
-            samples = [self.dataset[i] for i in indices]
-        return self.collate(samples)
+        return self.collate([self.dataset.sample(i, epoch) for i in indices])
 
     def next(self) -> dict[str, Any]:
         """This rank's next micro-batch."""

@@ -6,7 +6,6 @@ import logging
 import math
 import resource
 import sys
-import time
 from typing import Any
 
 import torch
@@ -26,26 +25,14 @@ def hparams(config: dict[str, Any]) -> dict[str, Any]:
     """A flat dict of scalars/strings for TensorBoard's hparams (it accepts nothing else)."""
     from furlora.train.resume import flatten
 
-    out = {}
-    for key, value in flatten(config).items():
-        out[key] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flatten(config).items()}
 
 
 class RunTracker:
     """Logs step metrics to the accelerate trackers and a progress bar; main process only."""
 
-    def __init__(
-        self,
-        accelerator: Any,
-        total_steps: int,
-        initial_step: int,
-        every_n_steps: int,
-        progress_bar: bool,
-        enabled_trackers: bool,
-        run_name: str,
-        config: dict[str, Any],
-    ) -> None:
+    def __init__(self, accelerator: Any, total_steps: int, initial_step: int, every_n_steps: int, progress_bar: bool,
+                 enabled_trackers: bool, run_name: str, config: dict[str, Any]) -> None:
         from furlora.progress import progress_bar
 
         self.accelerator = accelerator
@@ -56,16 +43,13 @@ class RunTracker:
             accelerator.init_trackers(run_name, config=hparams(config))
         # A live bar on a terminal; whole lines at an interval in a log file or CI (furlora.progress).
         self.bar = progress_bar(total_steps, "train", "step", initial=initial_step, disable=not (progress_bar and self.is_main))
-        self.last: dict[str, float] = {}
         self._smoothed: float | None = None
-        self._start = time.perf_counter()
 
     def step(self, step: int, metrics: dict[str, float]) -> None:
         """Record the metrics of optimizer step ``step`` (1-based count of finished steps)."""
         loss = metrics.get("loss")
         if loss is not None and math.isfinite(loss):
             self._smoothed = loss if self._smoothed is None else 0.9 * self._smoothed + 0.1 * loss
-        self.last = metrics
         self.bar.update(1)
         if self._smoothed is not None:
             self.bar.set_postfix(loss=f"{self._smoothed:.4f}", lr=f"{metrics.get('lr', 0.0):.2e}", refresh=False)
@@ -78,11 +62,6 @@ class RunTracker:
             self.accelerator.log(metrics, step=step)
         if self.is_main:
             logger.info("step %d: %s", step, ", ".join(f"{k}={v:.5g}" for k, v in metrics.items()))
-
-    def write(self, text: str) -> None:
-        """A message that does not break the progress bar."""
-        if self.is_main:
-            self.bar.write(text) if not self.bar.disable else logger.info(text)
 
     def close(self) -> None:
         self.bar.close()

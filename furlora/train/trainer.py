@@ -45,7 +45,7 @@ from furlora.train.noise import draw_step
 from furlora.train.resume import check_compatible, select_checkpoint
 from furlora.train.rng import capture_rng_state, derive_seed, restore_rng_state, seed_global_rngs
 from furlora.train.schedule import resolution_at
-from furlora.train.setup import TEXT_ENCODERS, Collate, build_dataset, out_of_memory, setup_run
+from furlora.train.setup import Collate, build_dataset, out_of_memory, setup_run
 from furlora.train.step import prepare_batch, training_loss
 from furlora.train.state import RunSummary, TrainState
 from furlora.train.stop import StopControl, StopDecision, format_duration
@@ -195,13 +195,12 @@ class Trainer:
         step = self.global_step
         accumulation = settings.gradient_accumulation_steps
         seed_global_rngs(run.config.seed, step, run.rank)
-        text_trainable = any(name in run.trained for name in TEXT_ENCODERS)
+        text_trainable = run.text_lora
         if run.tokens is not None:
             # Also right after a resume: requires_grad of the vectors follows the step number.
             text_trainable = run.tokens.set_training_step(step, settings.max_steps) or text_trainable
-        for name in ("unet", *TEXT_ENCODERS):
-            if name in run.trained:
-                getattr(run.components, name).train()
+        for name in run.trained:
+            getattr(run.components, name).train()
         loss_sum = torch.zeros((), dtype=torch.float32)
         terms: dict[str, float] = {}
         for micro in range(accumulation):
@@ -272,8 +271,7 @@ class Trainer:
         for group, value in zip(run.optimizer.param_groups, lr):
             if "name" in group:
                 metrics[f"lr/{group['name']}"] = float(value)
-        for name, value in terms.items():
-            metrics[f"loss/{name}"] = value
+        metrics.update({f"loss/{name}": value for name, value in terms.items()})
         if self.global_step % settings.log.every_n_steps == 0 or self.global_step >= settings.max_steps:
             metrics.update(self.loss_log.read())  # loss/region/<name>, loss/hole_weight_share
         if run.scaler is not None:
@@ -415,11 +413,8 @@ class Trainer:
                 self._loop(tracker)
             finally:
                 tracker.close()
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, Exception) as exc:
             self._stop_writer_quietly()  # let a checkpoint being written complete
-            raise
-        except Exception as exc:
-            self._stop_writer_quietly()
             oom = out_of_memory(exc, settings, self.state.resolution)
             if oom is not None:
                 raise oom from exc
@@ -525,22 +520,19 @@ class Trainer:
 
         Called on its own (after :meth:`fit`), it takes the run folder's lock like a run does.
         """
-        with hold_run_folder(self.output_dir, main_process=self.is_main):
-            return self._export_files()
-
-    def _export_files(self) -> dict[str, str]:
+        config = self.run.config
         metadata = {
-            "furlora_run": self.run.config.name,
+            "furlora_run": config.name,
             "furlora_step": str(self.global_step),
-            "furlora_base_model": str(self.run.config.model.source),
-            "furlora_objective": "inpaint" if self.run.pre.inpaint else "masked",
+            "furlora_base_model": str(config.model.source),
+            "furlora_objective": self.run.pre.objective,
         }
-        self.files = export_lora(
-            self.manager, self.run.ema, list(self.run.config.lora.save_formats), self.output_dir / "lora", self.run.config.name, metadata
-        )
-        if self.tokens is not None:
-            for path in self.tokens.save(self.output_dir / "embeddings", metadata=metadata):
-                self.files[f"{EMBEDDING_PREFIX}{path.stem}"] = str(path)
+        with hold_run_folder(self.output_dir, main_process=self.is_main):
+            self.files = export_lora(self.manager, self.run.ema, list(config.lora.save_formats), self.output_dir / "lora",
+                                     config.name, metadata)
+            if self.tokens is not None:
+                for path in self.tokens.save(self.output_dir / "embeddings", metadata=metadata):
+                    self.files[f"{EMBEDDING_PREFIX}{path.stem}"] = str(path)
         return self.files
 
     @property
@@ -553,7 +545,7 @@ class Trainer:
             name=self.run.config.name,
             global_step=state.global_step,
             max_steps=self.run.settings.max_steps,
-            objective="inpaint" if self.run.pre.inpaint else "masked",
+            objective=self.run.pre.objective,
             prediction_type=self.run.prediction_type,
             resumed_from=self.resumed_from,
             skipped_steps=self.run.guard.total,

@@ -11,6 +11,7 @@ terms, so it is comparable across runs whatever the loss options.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -19,29 +20,19 @@ import torch
 from furlora.train.encode import BatchEncoder
 from furlora.train.loss import per_pixel_error, weighted_mean
 from furlora.train.noise import StepDraws, validation_draws
-from furlora.train.step import loss_weights, predict, prepare_batch, prediction_target
+from furlora.train.step import PreparedBatch, loss_weights, predict, prepare_batch, prediction_target
 
 
 @torch.no_grad()
-def validation_loss(
-    unet: Any,
-    encoder: BatchEncoder,
-    dataset: Any,
-    collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
-    noise_scheduler: Any,
-    prediction_type: str,
-    inpaint: bool,
-    seed: int,
-    timesteps: list[int],
-    max_samples: int,
-    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
-) -> float:
+def validation_loss(unet: Any, encoder: BatchEncoder, dataset: Any, collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+                    noise_scheduler: Any, prediction_type: str, inpaint: bool, seed: int, timesteps: list[int], max_samples: int,
+                    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext) -> float:
     """Mean masked validation loss over samples x timesteps (a float >= 0)."""
     scores: list[torch.Tensor] = []
+    no_full = StepDraws(noise=torch.empty(0), timesteps=torch.empty(0), full_mask=torch.zeros(1, dtype=torch.bool))
     for index in range(min(len(dataset), max_samples)):
         sample = dataset.sample(index, 0) if hasattr(dataset, "sample") else dataset[index]
         batch = collate([sample])
-        no_full = StepDraws(noise=torch.empty(0), timesteps=torch.empty(0), full_mask=torch.zeros(1, dtype=torch.bool))
         prepared = prepare_batch(batch, no_full, encoder, inpaint, text_trainable=False)
         key = str(sample.get("key", index))
         draws = validation_draws(seed, key, timesteps, tuple(prepared.latents.shape[1:]))
@@ -62,16 +53,7 @@ def validation_loss(
     return float(torch.cat(scores).mean())
 
 
-def _repeat(prepared: Any, count: int) -> Any:
+def _repeat(prepared: PreparedBatch, count: int) -> PreparedBatch:
     """A copy of a one-sample PreparedBatch with every tensor repeated ``count`` times on dim 0."""
-    import dataclasses
-
-    values = {}
-    for f in dataclasses.fields(prepared):
-        value = getattr(prepared, f.name)
-        if isinstance(value, torch.Tensor):
-            value = value.expand(count, *value.shape[1:]).contiguous()
-        elif f.name == "region_names":
-            value = value * count
-        values[f.name] = value
-    return type(prepared)(**values)
+    tensors = {k: v.expand(count, *v.shape[1:]).contiguous() for k, v in vars(prepared).items() if isinstance(v, torch.Tensor)}
+    return dataclasses.replace(prepared, region_names=prepared.region_names * count, **tensors)
