@@ -23,13 +23,12 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from furlora.atomic import publish_file
+from furlora.atomic import atomic_file
 
 logger = logging.getLogger(__name__)
 
@@ -141,22 +140,15 @@ class LatentCache:
         single = not isinstance(value, Mapping)
         tensors = {"value": value} if single else value
         path = self.path_for(make_key(key_parts))
-        path.parent.mkdir(parents=True, exist_ok=True)
         data = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=path.parent)
-        os.close(fd)
-        try:
-            metadata = {
-                "format": str(CACHE_FORMAT),
-                "key_parts": canonical_json(key_parts),
-                "single": "1" if single else "0",
-                "sha256": tensors_digest(data),
-            }
-            save_file(data, tmp, metadata=metadata)
-            publish_file(tmp, path)  # the umask's mode, not mkstemp's 0600 (a shared cache folder)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        metadata = {
+            "format": str(CACHE_FORMAT),
+            "key_parts": canonical_json(key_parts),
+            "single": "1" if single else "0",
+            "sha256": tensors_digest(data),
+        }
+        with atomic_file(path) as tmp:  # the umask's mode, not mkstemp's 0600 (a shared cache folder)
+            save_file(data, str(tmp), metadata=metadata)
         return path
 
     def get_or_compute(self, key_parts: Mapping[str, Any], compute_fn: Callable[[], Any]) -> Any:

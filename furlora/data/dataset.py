@@ -147,20 +147,13 @@ class MaskedDataset(torch.utils.data.Dataset):
             raise DatasetError(f"image {info.image} changed since validation ({info.size} -> {image.size}); rebuild the dataset")
         masks: dict[str, np.ndarray] = {}
         for region, source in info.masks.items():
-            raw = decode_mask(source, image)
+            raw = decode_mask(source, image).values
             if raw.shape != image.size:
                 raise DatasetError(f"mask {source.path} is {raw.shape[1]}x{raw.shape[0]} but its image is {image.size[1]}x{image.size[0]} (changed since validation?)")
             masks[region] = prepare_mask(raw, self.settings.masks.mode, self.settings.masks.threshold)
         if info.full_image:
             masks[FULL_REGION] = np.ones(image.size, np.float32)
         return image.rgb, masks
-
-    def _plan(self, index: int, masks: dict[str, np.ndarray], rng: np.random.Generator, augment: bool) -> tuple[GeometryParams, ColourParams]:
-        aug = self.settings.augment if augment else self.settings.augment.model_copy(update={"enabled": False})
-        used = [masks[r] for r in self.region_names if r in masks]
-        bbox = bounding_box(np.maximum.reduce(used)) if used else None
-        geometry = plan_geometry(self.samples[index].size, self._bucket[index], aug, rng, bbox)
-        return geometry, plan_colour(aug, rng)
 
     # ------------------------------------------------------------------ samples
     def sample(self, index: int, epoch: int = 0, *, augment: bool = True) -> dict[str, Any]:
@@ -172,9 +165,9 @@ class MaskedDataset(torch.utils.data.Dataset):
             raise IndexError(f"sample index {index} out of range 0..{len(self) - 1}")
         info = self.samples[index]
         s = self.settings
-        image, stack, merged, geometry, colour = self._render(index, self.variant_of(epoch), augment)
+        variant = self.variant_of(epoch)
+        image, stack, merged, geometry, colour = self._render(index, variant, augment)
         if self.cache_latents:
-            variant = self.variant_of(epoch)
             slot = 0 if epoch < s.cache.variants else int(sample_rng(self.seed, epoch, index, 3).integers(self.hole_count()))
             hole, kind = self._hole(index, variant, slot, merged)
         else:
@@ -211,9 +204,14 @@ class MaskedDataset(torch.utils.data.Dataset):
         """(augmented uint8 image, region stack [R, H, W], merged mask [H, W], geometry, colour) of ``epoch``'s draw."""
         s = self.settings
         rgb, masks = self.load_arrays(index)
-        geometry, colour = self._plan(index, masks, sample_rng(self.seed, epoch, index, 0), augment)
         present = [r for r in self.region_names if r in masks]
-        image, warped = apply_geometry(rgb, [masks[r] for r in present], geometry)
+        used = [masks[r] for r in present]
+        aug = s.augment if augment else s.augment.model_copy(update={"enabled": False})
+        rng = sample_rng(self.seed, epoch, index, 0)
+        bbox = bounding_box(np.maximum.reduce(used)) if used else None
+        geometry = plan_geometry(self.samples[index].size, self._bucket[index], aug, rng, bbox)
+        colour = plan_colour(aug, rng)
+        image, warped = apply_geometry(rgb, used, geometry)
         image = apply_colour(image, colour)
         h, w = geometry.target_size
         stack = np.zeros((len(self.region_names), h, w), np.float32)
@@ -263,7 +261,7 @@ class MaskedDataset(torch.utils.data.Dataset):
         plan = self.cache_plan
         latents = {
             "kind": "latents", "pipeline": PIPELINE_VERSION, "image": file_digest(info.image),
-            "geometry": geometry.as_dict(), "colour": asdict(colour),
+            "geometry": asdict(geometry), "colour": asdict(colour),
         } if plan.latents else None
         masked = {**latents, "kind": "masked_latents", "inpaint_mask": array_digest(hole)} if (latents and plan.masked_latents) else None
         return {"latents": latents, "masked_latents": masked, "text": {"kind": "text", "caption": caption} if plan.text else None}

@@ -29,6 +29,8 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", "
 
 _ORIENTATION_TAG = 0x0112
 _HIGH_BIT_GREY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+#: Pillow modes with an alpha channel (a "P" image may also have one: a transparency entry).
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 # Guard against decompression bombs without Pillow's warning-or-error split: one clear limit.
 _MAX_PIXELS = 16384 * 16384
 
@@ -93,9 +95,8 @@ def _orientation(img: Image.Image) -> int | None:
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else None
 
 
-def _high_bit_grey(img: Image.Image) -> np.ndarray:
-    """float32 [H, W] in [0, 1] from a 16/32-bit integer or float grey image."""
-    return to_unit_float(np.asarray(img))
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ALPHA_MODES or (img.mode == "P" and "transparency" in img.info)
 
 
 def load_image(path: str | Path) -> LoadedImage:
@@ -106,10 +107,10 @@ def load_image(path: str | Path) -> LoadedImage:
     orientation = _orientation(img) or 1
     alpha: np.ndarray | None = None
     if mode in _HIGH_BIT_GREY:
-        grey = np.round(_high_bit_grey(img) * 255.0).astype(np.uint8)
+        grey = np.round(to_unit_float(np.asarray(img)) * 255.0).astype(np.uint8)
         rgb = np.repeat(grey[..., None], 3, axis=2)
     else:
-        has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in img.info)
+        has_alpha = _has_alpha(img)
         converted = img.convert("RGBA" if has_alpha else "RGB")
         data = np.array(converted)
         rgb = np.ascontiguousarray(data[..., :3])
@@ -153,11 +154,11 @@ def load_mask(path: str | Path, image_orientation: int = 1, displayed_size: tupl
     img = _open(path, "mask")
     own = _orientation(img)
     if img.mode in _HIGH_BIT_GREY:
-        values = _high_bit_grey(img)
+        values = to_unit_float(np.asarray(img))
     elif img.mode in ("1", "L"):
         values = np.asarray(img.convert("L"), dtype=np.float32) / 255.0
     else:
-        has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (img.mode == "P" and "transparency" in img.info)
+        has_alpha = _has_alpha(img)
         data = np.asarray(img.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
         values = data[..., :3].max(axis=2)
         if has_alpha:

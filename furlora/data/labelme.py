@@ -30,7 +30,6 @@ class Shape:
 class LabelMeFile:
     path: Path
     shapes: tuple[Shape, ...]
-    image_path: str | None
     size: tuple[int, int] | None  # (height, width) declared in the file
 
 
@@ -72,8 +71,7 @@ def read_labelme(path: Path) -> LabelMeFile:
     size = None
     if isinstance(data.get("imageHeight"), int) and isinstance(data.get("imageWidth"), int):
         size = (int(data["imageHeight"]), int(data["imageWidth"]))
-    image_path = data.get("imagePath") if isinstance(data.get("imagePath"), str) else None
-    return LabelMeFile(path=path, shapes=tuple(shapes), image_path=image_path, size=size)
+    return LabelMeFile(path=path, shapes=tuple(shapes), size=size)
 
 
 def rasterize(shapes: list[Shape] | tuple[Shape, ...], size: tuple[int, int]) -> np.ndarray:

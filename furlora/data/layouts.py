@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from furlora.data.images import IMAGE_EXTENSIONS, peek
+from furlora.data.images import ALPHA_MODES, IMAGE_EXTENSIONS, peek
 from furlora.data.labelme import Shape, looks_like_labelme, read_labelme
 from furlora.data.validation_report import Problem
 from furlora.data.settings import REGION_NAME, DataSettings
 from furlora.errors import DatasetError
 
 METADATA = "metadata.jsonl"
-_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,12 @@ def _key(root: Path, image: Path) -> str:
     return image.relative_to(root).with_suffix("").as_posix()
 
 
+def _record(root: Path, image: Path, settings: DataSettings, problems: list[Problem],
+            masks: list[MaskSource] | None = None) -> SampleRecord:
+    """The record of ``image`` with ``masks`` and its sidecar caption."""
+    return SampleRecord(image, _key(root, image), masks or [], *_caption(image, settings, problems))
+
+
 def _caption(image: Path, settings: DataSettings, problems: list[Problem]) -> tuple[str | None, Path | None]:
     path = image.with_name(image.stem + settings.captions.extension)
     if not path.is_file():
@@ -113,7 +118,7 @@ def _check_duplicates(records: list[SampleRecord], key_of, problems: list[Proble
                 )
 
 
-def _sidecars(files: list[Path], known_regions: set[str] | None) -> tuple[list[Path], dict[Path, list[tuple[str, Path]]], list[Path]]:
+def _sidecars(files: list[Path], settings: DataSettings) -> tuple[list[Path], dict[Path, list[tuple[str, Path]]], list[Path]]:
     """Split files into images, ``{dir/stem: [(region, mask)]}`` and orphan masks (no image)."""
     images = [f for f in files if _is_image(f)]
     stems = {(f.parent, f.stem) for f in images}
@@ -128,7 +133,7 @@ def _sidecars(files: list[Path], known_regions: set[str] | None) -> tuple[list[P
             undecided.append(f)
         else:
             plain.append(f)
-    regions = known_regions if known_regions is not None else {r for pairs in masks.values() for r, _ in pairs}
+    regions = set(settings.regions) if settings.regions else {r for pairs in masks.values() for r, _ in pairs}
     orphans = [f for f in undecided if f.stem.rpartition(".")[2] in regions]
     plain += [f for f in undecided if f.stem.rpartition(".")[2] not in regions]
     return sorted(plain), masks, orphans
@@ -139,17 +144,13 @@ def _sidecars(files: list[Path], known_regions: set[str] | None) -> tuple[list[P
 def detect_layout(root: Path, settings: DataSettings, files: list[Path]) -> tuple[str, str]:
     """(layout, reason) for ``data.layout: auto``; the reason is logged and shown by ``dataset check``."""
     if (root / METADATA).is_file():
-        regions = False
         for line in (root / METADATA).read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if isinstance(entry, dict) and ("regions" in entry):
-                regions = True
-                break
-        if regions:
-            return "furlora", f"found {METADATA} with a `regions` mapping"
+            if isinstance(entry, dict) and "regions" in entry:
+                return "furlora", f"found {METADATA} with a `regions` mapping"
         return "imagefolder", f"found {METADATA} (file_name / {settings.captions.column})"
     image_stems = {(f.parent, f.stem) for f in files if _is_image(f)}
     for f in files:
@@ -158,14 +159,13 @@ def detect_layout(root: Path, settings: DataSettings, files: list[Path]) -> tupl
     mask_dir = _mask_dir(root, settings)
     if mask_dir is not None:
         return "kohya", f"found mask folder {mask_dir.name}/ beside the images"
-    _, masks, _ = _sidecars(files, set(settings.regions) if settings.regions else None)
+    _, masks, _ = _sidecars(files, settings)
     if masks:
         example = next(iter(masks.values()))[0][1].name
         return "furlora", f"found <stem>.<region> mask files such as {example}"
-    images = [f for f in files if _is_image(f)][:50]
-    for f in images:
+    for f in [f for f in files if _is_image(f)][:50]:
         info = peek(f)
-        if info and info[0] in _ALPHA_MODES:
+        if info and info[0] in ALPHA_MODES:
             return "alpha", f"no mask files, but images such as {f.name} have an alpha channel"
     return "furlora", "no masks of any layout found (every image will be reported as having no mask)"
 
@@ -186,15 +186,12 @@ def _mask_dir(root: Path, settings: DataSettings) -> Path | None:
 # ----------------------------------------------------------------------------- layouts
 
 def _from_sidecars(root: Path, files: list[Path], settings: DataSettings, problems: list[Problem]) -> list[SampleRecord]:
-    images, masks, orphans = _sidecars(files, set(settings.regions) if settings.regions else None)
+    images, masks, orphans = _sidecars(files, settings)
     for f in orphans:
         base, _, region = f.stem.rpartition(".")
         problems.append(Problem(f, f"mask of region {region!r} has no image {base}.* beside it; add the image or remove the mask", kind="orphan_mask"))
-    records = []
-    for img in images:
-        caption, caption_path = _caption(img, settings, problems)
-        sources = [MaskSource(region, path) for region, path in sorted(masks.get(img.parent / img.stem, []))]
-        records.append(SampleRecord(img, _key(root, img), sources, caption, caption_path))
+    records = [_record(root, img, settings, problems, [MaskSource(*pair) for pair in sorted(masks.get(img.parent / img.stem, []))])
+               for img in images]
     _check_duplicates(records, lambda r: r.key, problems, "masks and captions are paired by stem")
     return records
 
@@ -205,7 +202,6 @@ def _from_metadata(root: Path, files: list[Path], settings: DataSettings, proble
         raise DatasetError(f"layout {settings.layout}: {meta} does not exist (write one JSON line per image, or use data.layout: auto)")
     listed: dict[Path, SampleRecord] = {}
     referenced: set[Path] = set()
-    records: list[SampleRecord] = []
     try:
         lines = meta.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
@@ -254,9 +250,9 @@ def _from_metadata(root: Path, files: list[Path], settings: DataSettings, proble
             problems.append(Problem(meta, f"line {n}: {name!r} is listed twice; keep one line per image", kind="duplicate", image=image))
             continue
         listed[image.resolve()] = rec
-        records.append(rec)
+    records = list(listed.values())
     # Sidecar masks beside listed images count too (a metadata.jsonl with captions only is common).
-    _, side, _ = _sidecars(files, set(settings.regions) if settings.regions else None)
+    _, side, _ = _sidecars(files, settings)
     side_files = {p.resolve() for pairs in side.values() for _, p in pairs}
     for rec in records:
         have = {m.region for m in rec.masks}
@@ -274,11 +270,7 @@ def _from_mask_dir(root: Path, files: list[Path], settings: DataSettings, proble
     mask_dir = _mask_dir(root, settings)
     if mask_dir is None:
         raise DatasetError(f"layout kohya: no mask folder in {root} (create masks/ with <stem>.png, or set data.mask_dir)")
-    images = [f for f in _walk(root, skip=(mask_dir,)) if _is_image(f)]
-    records = []
-    for img in images:
-        caption, caption_path = _caption(img, settings, problems)
-        records.append(SampleRecord(img, _key(root, img), [], caption, caption_path))
+    records = [_record(root, img, settings, problems) for img in _walk(root, skip=(mask_dir,)) if _is_image(img)]
     _check_duplicates(records, lambda r: r.image.stem, problems, f"masks in {mask_dir.name}/ are paired by file stem")
     by_stem = {r.image.stem: r for r in records}
     for f in _walk(mask_dir):
@@ -301,23 +293,17 @@ def _from_mask_dir(root: Path, files: list[Path], settings: DataSettings, proble
 
 
 def _from_alpha(root: Path, files: list[Path], settings: DataSettings, problems: list[Problem]) -> list[SampleRecord]:
-    records = []
-    for img in (f for f in files if _is_image(f)):
-        caption, caption_path = _caption(img, settings, problems)
-        records.append(SampleRecord(img, _key(root, img), [MaskSource(settings.default_region, img, "alpha")], caption, caption_path))
+    records = [_record(root, img, settings, problems, [MaskSource(settings.default_region, img, "alpha")])
+               for img in files if _is_image(img)]
     _check_duplicates(records, lambda r: r.key, problems, "captions are paired by stem")
     return records
 
 
 def _from_labelme(root: Path, files: list[Path], settings: DataSettings, problems: list[Problem]) -> list[SampleRecord]:
-    images = [f for f in files if _is_image(f)]
-    records = []
+    records = [_record(root, img, settings, problems) for img in files if _is_image(img)]
     by_stem = {}
-    for img in images:
-        caption, caption_path = _caption(img, settings, problems)
-        rec = SampleRecord(img, _key(root, img), [], caption, caption_path)
-        records.append(rec)
-        by_stem.setdefault((img.parent, img.stem), rec)
+    for rec in records:
+        by_stem.setdefault((rec.image.parent, rec.image.stem), rec)
     _check_duplicates(records, lambda r: r.key, problems, "LabelMe files are paired by stem")
     for f in files:
         if f.suffix.lower() != ".json":

@@ -51,7 +51,7 @@ def region_overlay(image: np.ndarray, region_masks: np.ndarray) -> np.ndarray:
     return out
 
 
-def _font(size: int = 12) -> ImageFont.ImageFont:
+def load_font(size: int = 12) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # very old Pillow without sized default fonts
@@ -73,7 +73,7 @@ def sample_panels(sample: dict[str, Any]) -> Image.Image:
     for k, p in enumerate(panels):
         sheet.paste(Image.fromarray(p), (k * (w + 4), legend_h))
     draw = ImageDraw.Draw(sheet)
-    font = _font(11)
+    font = load_font(11)
     titles = ["image", "merged mask", "regions", f"inpaint hole ({sample.get('inpaint_kind', '?')})"]
     for k, t in enumerate(titles):
         draw.text((k * (w + 4) + 2, 3), t, fill=(0, 0, 0), font=font)
@@ -91,7 +91,7 @@ def contact_sheet(samples: list[dict[str, Any]], cell: int = 192, columns: int =
     label = 16
     sheet = Image.new("RGB", (columns * (cell + 6) + 6, rows * (cell + label + 6) + 6 + 20), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    font = _font(11)
+    font = load_font(11)
     names = samples[0]["region_names"] if samples else []
     x = 6
     draw.text((x, 4), "regions:", fill=(0, 0, 0), font=font)

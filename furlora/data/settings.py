@@ -232,26 +232,21 @@ class DataSettings(Settings):
             raise ValueError(f"resolution must be a multiple of 64 (e.g. 256, 512, 1024), got {value}")
         return value
 
+    @field_validator("regions", "ignored_regions")
+    @classmethod
+    def _region_names(cls, value: list[str] | None) -> list[str] | None:
+        bad = [r for r in value or [] if not REGION_NAME.match(r)]
+        if bad:
+            raise ValueError(f"region names may use letters, digits, '_' and '-' only, got {bad}")
+        return value
+
     @field_validator("regions")
     @classmethod
     def _regions(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        bad = [r for r in value if not REGION_NAME.match(r)]
-        if bad:
-            raise ValueError(f"region names may use letters, digits, '_' and '-' only, got {bad}")
-        if len(set(value)) != len(value):
+        if value is not None and len(set(value)) != len(value):
             raise ValueError(f"region names are repeated: {value}")
-        if not value:
+        if value == []:
             raise ValueError("regions is empty: list at least one region name, or use null for every region found")
-        return value
-
-    @field_validator("ignored_regions")
-    @classmethod
-    def _ignored(cls, value: list[str]) -> list[str]:
-        bad = [r for r in value if not REGION_NAME.match(r)]
-        if bad:
-            raise ValueError(f"region names may use letters, digits, '_' and '-' only, got {bad}")
         return value
 
     @field_validator("default_region")

@@ -48,12 +48,8 @@ class SampleInfo:
     full_image: bool = False  # no mask: trained on the whole image (data.missing_mask: full)
 
 
-def decode_mask(source: MaskSource, image: LoadedImage) -> np.ndarray:
-    """Raw float32 ``[H, W]`` in ``[0, 1]`` of one region (not binarised). Raises DatasetError."""
-    return _decode(source, image).values
-
-
-def _decode(source: MaskSource, image: LoadedImage) -> LoadedMask:
+def decode_mask(source: MaskSource, image: LoadedImage) -> LoadedMask:
+    """One region's mask: ``.values`` is raw float32 ``[H, W]`` in ``[0, 1]`` (not binarised). Raises DatasetError."""
     if source.kind == "alpha":
         if image.alpha is None:
             raise DatasetError(f"image {source.path} has no alpha channel, so it has no mask (layout alpha)")
@@ -144,7 +140,7 @@ def _check_record(record: SampleRecord, settings: DataSettings, layout: str, rep
             problems.append(Problem(source.path, f"second mask for region {source.region!r} (first: {used[source.region].path}); keep one", kind="duplicate_mask", image=record.image))
             continue
         try:
-            loaded = _decode(source, image)
+            loaded = decode_mask(source, image)
         except DatasetError as exc:
             problems.append(Problem(source.path, str(exc).replace(f" {source.path}", "", 1), kind="unreadable" if source.kind != "alpha" else "missing_mask", image=record.image))
             continue

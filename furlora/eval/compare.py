@@ -12,17 +12,17 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from furlora.errors import EvaluationError
-from furlora.eval.grid import Column, mask_overlay, render_grid
-from furlora.eval.image_io import as_array, save_png, to_rgb_float
+from furlora.eval.grid import result_grid
+from furlora.eval.image_io import as_array, layout_of, load_mask, match_mask_size, save_png
 from furlora.eval.inpaint import InpaintResult, MultiPassInpainter
 from furlora.eval.token_variants import (
-    EmbeddingInfo,
     check_embedding_files,
     embedding_widths,
     load_embeddings,
@@ -30,9 +30,7 @@ from furlora.eval.token_variants import (
     token_variants,
 )
 from furlora.eval.lora_variants import Variant, apply_variant, build_variants, check_lora_files, load_loras, unload_loras
-from furlora.eval.metrics import compute_metrics
-from furlora.eval.passes import summarize_passes
-from furlora.eval.report import grid_caption, summarize, write_html, write_tables
+from furlora.eval.report import summarize, write_html, write_tables
 from furlora.eval.samples import EvalSample, resolve_samples
 from furlora.eval.settings import EvalSettings
 
@@ -130,7 +128,7 @@ def run_comparison(
         variants = build_variants(loras, settings)
         if tokens:
             variants += token_variants(variants)
-        prompts = _Prompts(settings, tokens, token_settings)
+        prompts = partial(_prompt, settings=settings, tokens=[t.token for t in tokens], token_settings=token_settings)
         rows, grids, outputs, skipped = _run_all(inpainter, sample_list, inputs, variants, settings, out, prompts)
     finally:
         if loras:
@@ -142,7 +140,7 @@ def run_comparison(
         "tokens": [x.token for x in tokens],
         "variants": [v.name for v in variants],
         "seeds": list(settings.seeds),
-        "passes": summarize_passes(list(settings.passes)),
+        "passes": [p.model_dump(mode="json") for p in settings.passes],
         "unet_channels": inpainter.pipeline.unet.config.in_channels,
         "skipped": skipped,
     }
@@ -156,8 +154,6 @@ def run_comparison(
 
 def _load_sample(sample: EvalSample, settings: EvalSettings) -> tuple[np.ndarray, Any]:
     """The sample's image array (checked now, so a bad file fails before the model loads) and mask."""
-    from furlora.eval.image_io import layout_of, load_mask, match_mask_size
-
     image = as_array(sample.image, f"image of sample {sample.key}")
     layout_of(image, f"image of sample {sample.key}")
     mask = match_mask_size(load_mask(sample.mask, f"mask of sample {sample.key}"), image.shape[:2],
@@ -165,25 +161,18 @@ def _load_sample(sample: EvalSample, settings: EvalSettings) -> tuple[np.ndarray
     return image, mask
 
 
-class _Prompts:
+def _prompt(sample: EvalSample, variant: Variant, settings: EvalSettings, tokens: list[str], token_settings: Any) -> str | None:
     """The prompt of a variant for a sample: the sample's (or ``eval.prompt``), with the learned
     tokens inserted for token variants."""
-
-    def __init__(self, settings: EvalSettings, tokens: list[EmbeddingInfo], token_settings: Any) -> None:
-        self.settings = settings
-        self.tokens = [t.token for t in tokens]
-        self.token_settings = token_settings
-
-    def __call__(self, sample: EvalSample, variant: Variant) -> str | None:
-        if not variant.tokens:
-            return sample.prompt  # None: the inpainter uses eval.prompt
-        base = sample.prompt if sample.prompt is not None else self.settings.prompt
-        regions = [k for k, v in sample.regions.items() if float(np.asarray(v).max()) > 0]
-        return token_prompt(base, self.tokens, self.token_settings, regions)
+    if not variant.tokens:
+        return sample.prompt  # None: the inpainter uses eval.prompt
+    base = sample.prompt if sample.prompt is not None else settings.prompt
+    regions = [k for k, v in sample.regions.items() if float(np.asarray(v).max()) > 0]
+    return token_prompt(base, tokens, token_settings, regions)
 
 
 def _run_all(inpainter: MultiPassInpainter, samples: list[EvalSample], inputs: list[tuple[np.ndarray, Any]],
-             variants: list[Variant], settings: EvalSettings, out: Path, prompts: _Prompts) -> tuple[Any, ...]:
+             variants: list[Variant], settings: EvalSettings, out: Path, prompts: Callable[..., str | None]) -> tuple[Any, ...]:
     from furlora.progress import progress_bar
 
     rows: list[dict[str, Any]] = []
@@ -204,7 +193,8 @@ def _run_all(inpainter: MultiPassInpainter, samples: list[EvalSample], inputs: l
                             skipped.append(f"{sample.key}: {result.skipped}")
                         bar.update(len(settings.passes) * len(variants))
                         break
-                    metrics = _metrics(result, sample, settings)
+                    regions = {k: np.asarray(v) for k, v in sample.regions.items() if np.asarray(v).shape == result.mask.shape}
+                    metrics = result.metrics(settings.metrics, regions)
                     rows.append({"sample": sample.key, "seed": seed, "variant": variant.name, **metrics})
                     results.append((variant.name, result, metrics))
                     if settings.report.save_images:
@@ -215,27 +205,9 @@ def _run_all(inpainter: MultiPassInpainter, samples: list[EvalSample], inputs: l
     return rows, grids, outputs, skipped
 
 
-def _metrics(result: InpaintResult, sample: EvalSample, settings: EvalSettings) -> dict[str, float]:
-    """Metrics of the delivered output (the input's format, quantised) against the input."""
-    output, _ = to_rgb_float(result.image, "output")
-    m = settings.metrics
-    regions = {k: np.asarray(v) for k, v in sample.regions.items() if np.asarray(v).shape == result.mask.shape}
-    return compute_metrics(
-        output, result.input_rgb, result.mask, result.band, seam_mask=result.seam_mask, regions=regions,
-        seam_width=m.seam_width, ring_width=m.ring_width, detail_sigma=m.detail_sigma, ssim_sigma=m.ssim_sigma,
-    )
-
-
 def _write_grid(results: list[tuple[str, InpaintResult, dict[str, float]]], sample: EvalSample, seed: int,
                 settings: EvalSettings, out: Path) -> Path:
-    first = results[0][1]
-    columns = [Column("input", first.input_rgb, []), Column("mask", mask_overlay(first.input_rgb, first.mask, first.band), [])]
-    for name, result, metrics in results:
-        output, _ = to_rgb_float(result.image, "output")
-        columns.append(Column(name, output, grid_caption(metrics)))
-    r = settings.report
-    image = render_grid(columns, first.seam_mask, r.thumbnail_size, r.zoom_crops, r.zoom_size,
-                        title=f"{sample.key}  seed {seed}")
+    image = result_grid(results[0][1], results, settings.report, f"{sample.key}  seed {seed}")
     return save_png(grid_path(out, sample.key, seed), image)
 
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from furlora.eval.metrics import border
+from furlora.eval.settings import ReportSettings
 
 BACKGROUND = (24, 24, 24)
 TEXT = (235, 235, 235)
@@ -41,6 +43,16 @@ def mask_overlay(image: np.ndarray, mask: np.ndarray, band: np.ndarray) -> np.nd
     out[mask] = 0.45 * out[mask] + 0.55 * MASK_TINT
     out[border(band)] = BAND_LINE
     return out
+
+
+def grid_caption(metrics: dict[str, Any]) -> list[str]:
+    """Two short lines of key metrics under a variant's grid column."""
+    def f(name: str, fmt: str) -> str:
+        value = metrics.get(name, float("nan"))
+        return "–" if not isinstance(value, float) or math.isnan(value) else format(value, fmt)
+
+    return [f"PSNR {f('psnr', '.1f')}  SSIM {f('ssim', '.2f')}",
+            f"seam {f('seam_error', '.2f')}  detail {f('detail_ratio', '.2f')}"]
 
 
 def zoom_centres(seam_mask: np.ndarray, count: int) -> list[tuple[int, int]]:
@@ -84,21 +96,14 @@ def _to_cell(image: np.ndarray, cell: int) -> "Image.Image":  # noqa: F821
     return picture.resize(size, Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS)
 
 
-def _font(size: int):  # noqa: ANN202
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType sizes
-        return ImageFont.load_default()
-
-
 def render_grid(columns: list[Column], seam_mask: np.ndarray, cell: int, zoom_crops: int, zoom_size: int,
                 title: str = "") -> np.ndarray:
     """uint8 [H, W, 3]: the grid image of ``columns`` (all images the same size)."""
     from PIL import Image, ImageDraw
 
-    font, small = _font(max(11, cell // 14)), _font(max(10, cell // 18))
+    from furlora.data.preview import load_font
+
+    font, small = load_font(max(11, cell // 14)), load_font(max(10, cell // 18))
     line_h = max(13, cell // 14 + 3)
     caption_lines = max(len(c.caption) for c in columns)
     pad = 6
@@ -106,7 +111,7 @@ def render_grid(columns: list[Column], seam_mask: np.ndarray, cell: int, zoom_cr
     shape = columns[0].image.shape[:2]
     centres = zoom_centres(seam_mask, zoom_crops)
     boxes = [crop_box(c, zoom_size, shape) for c in centres]
-    thumb_h = _to_cell(columns[0].image, cell).size[1]
+    thumb_w, thumb_h = _to_cell(columns[0].image, cell).size
     width = pad + len(columns) * (cell + pad)
     height = head + thumb_h + pad + len(boxes) * (cell + pad) + pad
     canvas = Image.new("RGB", (width, height), BACKGROUND)
@@ -115,7 +120,7 @@ def render_grid(columns: list[Column], seam_mask: np.ndarray, cell: int, zoom_cr
     if title:
         draw.text((pad, y0), title, fill=TEXT, font=font)
         y0 += line_h + pad
-    scale = _to_cell(columns[0].image, cell).size[0] / shape[1]
+    scale = thumb_w / shape[1]
     for j, column in enumerate(columns):
         x = pad + j * (cell + pad)
         draw.text((x, y0), column.title, fill=TEXT, font=font)
@@ -129,3 +134,13 @@ def render_grid(columns: list[Column], seam_mask: np.ndarray, cell: int, zoom_cr
             crop = column.image[top:bottom, left:right]
             canvas.paste(_to_cell(crop, cell), (x, head + thumb_h + pad + r * (cell + pad)))
     return np.asarray(canvas)
+
+
+def result_grid(first: Any, outputs: list[tuple[str, Any, dict[str, float]]], report: ReportSettings, title: str,
+                input_title: str = "input") -> np.ndarray:
+    """uint8 [H, W, 3]: the grid of one image: the input and mask overlay of ``first`` (an
+    :class:`~furlora.eval.inpaint.InpaintResult`), then a column per (name, result, metrics) of
+    ``outputs``, laid out by ``report`` (the ``eval.report`` settings)."""
+    columns = [Column(input_title, first.input_rgb, []), Column("mask", mask_overlay(first.input_rgb, first.mask, first.band), [])]
+    columns += [Column(name, result.output_rgb, grid_caption(metrics)) for name, result, metrics in outputs]
+    return render_grid(columns, first.seam_mask, report.thumbnail_size, report.zoom_crops, report.zoom_size, title=title)

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from furlora.data.images import IMAGE_EXTENSIONS
 from furlora.errors import EvaluationError
 
 logger = logging.getLogger(__name__)
 
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ def read_image_file(path: str | os.PathLike[str]) -> np.ndarray:
     data = np.fromfile(file, dtype=np.uint8)  # (not cv2.imread: it cannot open non-ASCII paths everywhere)
     array = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if array is None:
-        raise EvaluationError(f"{file}: not a readable image (supported: {', '.join(IMAGE_SUFFIXES)})")
+        raise EvaluationError(f"{file}: not a readable image (supported: {', '.join(IMAGE_EXTENSIONS)})")
     if array.ndim == 3 and array.shape[2] == 3:
         array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
     elif array.ndim == 3 and array.shape[2] == 4:
@@ -76,16 +76,11 @@ def layout_of(array: np.ndarray, what: str = "image") -> Layout:
         channels = array.shape[2]
     else:
         raise EvaluationError(f"{what}: expected [H, W], [H, W, 1], [H, W, 3] or [H, W, 4], got shape {array.shape}")
-    if array.dtype == np.uint8:
-        scale = 255.0
-    elif array.dtype == np.uint16:
-        scale = 65535.0
-    elif array.dtype in (np.float32, np.float64):
-        scale = 1.0
-        if array.size and (not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0):
-            raise EvaluationError(f"{what}: float images must hold finite values in [0, 1]")
-    else:
+    if array.dtype not in (np.uint8, np.uint16, np.float32, np.float64):
         raise EvaluationError(f"{what}: unsupported dtype {array.dtype} (use uint8, uint16 or float in [0, 1])")
+    scale = original_dtype_scale(array.dtype)
+    if scale == 1.0 and array.size and (not np.isfinite(array).all() or array.min() < 0.0 or array.max() > 1.0):
+        raise EvaluationError(f"{what}: float images must hold finite values in [0, 1]")
     if min(array.shape[:2]) < 8:
         raise EvaluationError(f"{what}: {array.shape[1]}x{array.shape[0]} px is too small (at least 8x8)")
     return Layout(dtype=array.dtype, channels=channels, scale=scale)

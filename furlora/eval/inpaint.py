@@ -31,9 +31,11 @@ from furlora.errors import EvaluationError, format_problems
 from furlora.eval.blend import binarize, blend_weight, cell_mask, composite, expand_cells, tile_ramp, union_weight
 from furlora.eval.image_io import Layout, as_array, load_mask, match_mask_size, restore_layout, to_rgb_float
 from furlora.eval.latents import decode_latents, encode_latents, keep_vae_fp32
+from furlora.eval.metrics import compute_metrics
 from furlora.eval.passes import pass_seed
 from furlora.eval.regions import Region, crop_region, full_region, tile_regions
-from furlora.eval.settings import EvalSettings, PassSettings
+from furlora.eval.settings import EvalSettings, MetricSettings, PassSettings
+from furlora.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,16 @@ class InpaintResult:
     def seam_mask(self) -> np.ndarray:
         """bool [H, W]: ``weight >= 0.5``, whose border is the middle of the blend (where seams show)."""
         return self.weight >= 0.5
+
+    @property
+    def output_rgb(self) -> np.ndarray:
+        """float32 [H, W, 3] in [0, 1]: the delivered ``image`` (the input's format, quantised) as RGB."""
+        return to_rgb_float(self.image, "output")[0]
+
+    def metrics(self, settings: MetricSettings, regions: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+        """Metrics of the delivered output against the input (``regions``: also per region mask)."""
+        return compute_metrics(self.output_rgb, self.input_rgb, self.mask, self.band, seam_mask=self.seam_mask,
+                               regions=regions, **settings.model_dump())
 
 
 class MultiPassInpainter:
@@ -185,7 +197,8 @@ class MultiPassInpainter:
             logger.warning("the mask covers the whole image: the result is fully generated (no context is kept)")
         weights = [blend_weight(binary, p.grow, p.feather, f"eval.passes[{i}]") for i, p in enumerate(passes)]
         run = _Run(self, passes, weights, prompt, negative_prompt, seed)
-        bar = progress if progress is not None else _bar(len(passes), settings.progress)
+        bar = progress if progress is not None else progress_bar(len(passes), "inpaint passes", "pass", leave=False,
+                                                                 disable=not settings.progress)
         canvas = rgb.copy()
         try:
             for group, region in self._plan(passes, weights):
@@ -252,14 +265,13 @@ class _Run:
         self.owner, self.passes, self.weights, self.seed = owner, passes, weights, seed
         self.prompt = prompt if prompt is not None else owner.settings.prompt
         self.negative = negative if negative is not None else owner.settings.negative_prompt
+        self.keep = owner.settings.keep_pass_images or owner.settings.chaining == "pixel"  # keep every pass's image
         self.records: list[PassRecord] = []
         self._embeds: dict[tuple[int, str, str], tuple[Any, ...]] = {}
         self._masked: dict[tuple[int, bytes], Any] = {}  # masked-image latents of the current start image
 
     def segment(self, canvas: np.ndarray, indices: list[int], region: Region) -> np.ndarray:
         """Run passes ``indices`` on one region as one latent chain; returns the new canvas."""
-        import torch
-
         first = self.passes[indices[0]]
         pipe = self.owner.pipe_for(first)
         factor = pipe.vae_scale_factor
@@ -267,7 +279,6 @@ class _Run:
         x0 = region.to_work(start)
         self._masked = {}
         latents = encode_latents(pipe, x0)
-        keep = self.owner.settings.keep_pass_images or self.owner.settings.chaining == "pixel"
         done = np.zeros((x0.shape[0] // factor, x0.shape[1] // factor), bool)  # cells repainted so far
         for n, i in enumerate(indices):
             p = self.passes[i]
@@ -279,25 +290,19 @@ class _Run:
                 # 9-channel UNet must see them as they are now, not as at the segment start.
                 repainted = expand_cells(done, factor)[..., None] > 0
                 known = np.where(repainted, decode_latents(pipe, latents), x0)
-            out = self._denoise(pipe, p, latents, x0, cells, seed, known=known)
-            latents = torch.where(torch.from_numpy(cells)[None, None].to(latents.device), out.to(latents), latents)
+            latents = self._denoise(pipe, p, latents, x0, cells, seed, known=known)
             done |= cells
             image = None
-            if keep or n == len(indices) - 1:
+            if self.keep or n == len(indices) - 1:
                 generated = region.from_work(decode_latents(pipe, latents))
                 blend = union_weight([region.cut(self.weights[j]) for j in indices[: n + 1]])
                 image = canvas.copy()
                 image[region.top : region.bottom, region.left : region.right] = composite(start, generated, blend)
-            self.records.append(PassRecord(
-                i, p, "refiner" if p.refiner else "base", [seed], [region.box],
-                (region.work_height, region.work_width), self.weights[i], image if keep else None,
-            ))
+            self._record(i, [seed], [region.box], (region.work_height, region.work_width), image)
         return image
 
     def tiled(self, canvas: np.ndarray, i: int) -> np.ndarray:
         """Run pass ``i`` tile by tile; tiles blend into each other, then into the canvas with ``w_i``."""
-        import torch
-
         p = self.passes[i]
         pipe = self.owner.pipe_for(p)
         size = p.working_resolution or self.owner.model_resolution
@@ -311,9 +316,7 @@ class _Run:
             cells = cell_mask(region.to_work(region.cut(weight), is_weight=True), pipe.vae_scale_factor)
             seed = pass_seed(p, self.seed, i, t)
             self._masked = {}
-            latents = encode_latents(pipe, x0)
-            out = self._denoise(pipe, p, latents, x0, cells, seed)
-            latents = torch.where(torch.from_numpy(cells)[None, None].to(latents.device), out.to(latents), latents)
+            latents = self._denoise(pipe, p, encode_latents(pipe, x0), x0, cells, seed)
             tile_out = region.from_work(decode_latents(pipe, latents))
             ramp = tile_ramp(region.height, region.width, ramp_top, ramp_left)
             view = generated[region.top : region.bottom, region.left : region.right]
@@ -321,15 +324,20 @@ class _Run:
             seeds.append(seed)
             boxes.append(region.box)
         result = composite(canvas, generated, weight)
-        keep = self.owner.settings.keep_pass_images or self.owner.settings.chaining == "pixel"
         work = (size, size) if not tiles else (tiles[-1][0].work_height, tiles[-1][0].work_width)
-        self.records.append(PassRecord(i, p, "refiner" if p.refiner else "base", seeds, boxes, work, weight,
-                                       result if keep else None))
+        self._record(i, seeds, boxes, work, result)
         return result
+
+    def _record(self, i: int, seeds: list[int], boxes: list[tuple[int, int, int, int]], work: tuple[int, int],
+                image: np.ndarray | None) -> None:
+        p = self.passes[i]
+        self.records.append(PassRecord(i, p, "refiner" if p.refiner else "base", seeds, boxes, work, self.weights[i],
+                                       image if self.keep else None))
 
     def _denoise(self, pipe: Any, p: PassSettings, latents: Any, x0: np.ndarray, cells: np.ndarray, seed: int,
                  known: np.ndarray | None = None) -> Any:
-        """One diffusers pipeline call in latent space; returns latents [1, 4, h/8, w/8].
+        """One diffusers pipeline call in latent space; returns ``latents`` [1, 4, h/8, w/8] with the
+        latent cells ``cells`` replaced by the call's result.
 
         ``known``: the image the 9-channel UNet sees outside the hole (default ``x0``, the start image).
         """
@@ -367,7 +375,7 @@ class _Run:
             negative_pooled_prompt_embeds=embeds[3],
             **kwargs,
         )
-        return result.images
+        return torch.where(torch.from_numpy(cells)[None, None].to(latents.device), result.images.to(latents), latents)
 
     def _prompt_embeds(self, pipe: Any, p: PassSettings) -> tuple[Any, ...]:
         """(prompt, negative, pooled, negative pooled) embeddings, encoded once per pipe and prompt pair."""
@@ -402,19 +410,3 @@ def _as_inpaint_pipeline(model: Any) -> Any:
         f"MultiPassInpainter needs SDXLComponents (furlora.models.sdxl.load_sdxl) or a diffusers SDXL "
         f"pipeline, got {type(model).__name__}"
     )
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from furlora.progress import progress_bar
-
-    return progress_bar(total, "inpaint passes", "pass", leave=False)

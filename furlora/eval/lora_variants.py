@@ -101,13 +101,10 @@ def check_lora_fit(weights: Any, modules: dict[str, Any], source: str) -> None:
                 f"{key}: LoRA maps {int(down.shape[1])} -> {int(up.shape[0])} features but the model's "
                 f"layer is {int(weight.shape[1])} -> {int(weight.shape[0])}"
             )
-    problems = []
-    if missing_component:
-        problems.append(f"{len(missing_component)} modules of a component this model lacks: {_examples(missing_component)}")
-    if no_module:
-        problems.append(f"{len(no_module)} modules that do not exist in this model: {_examples(no_module)}")
-    if bad_shape:
-        problems.append(f"{len(bad_shape)} modules with mismatched sizes: {_examples(bad_shape)}")
+    problems = [f"{len(items)} modules {what}: {_examples(items)}" for what, items in (
+        ("of a component this model lacks", missing_component), ("that do not exist in this model", no_module),
+        ("with mismatched sizes", bad_shape),
+    ) if items]
     if problems:
         raise EvaluationError(format_problems(
             f"{source} is a LoRA for another architecture (it does not fit this SDXL model)", problems
@@ -201,12 +198,9 @@ def _check_loaded(pipeline: Any, info: LoraFile) -> None:
     """Every module of the file must have received the adapter (diffusers only warns on misses)."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
-    found = 0
-    for name in info.components:
-        module = getattr(pipeline, name, None)
-        if module is None:
-            continue
-        found += sum(1 for m in module.modules() if isinstance(m, BaseTunerLayer) and info.adapter in getattr(m, "lora_A", {}))
+    modules = pipeline_modules(pipeline)
+    found = sum(1 for name in info.components if name in modules for m in modules[name].modules()
+                if isinstance(m, BaseTunerLayer) and info.adapter in getattr(m, "lora_A", {}))
     if found != info.modules:
         raise EvaluationError(
             f"{info.path}: {info.modules} LoRA modules in the file but {found} were attached by diffusers' "

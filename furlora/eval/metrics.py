@@ -54,19 +54,13 @@ def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def box_dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """bool [H, W]: ``mask`` dilated by a (2 radius + 1)^2 square, via a summed-area table."""
+    """bool [H, W]: ``mask`` dilated by a (2 radius + 1)^2 square (nothing comes in from beyond the border)."""
+    import cv2
+
     mask = np.asarray(mask, dtype=bool)
     if radius <= 0:
         return mask.copy()
-    h, w = mask.shape
-    table = np.zeros((h + 1, w + 1), dtype=np.int64)
-    table[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
-    y0 = np.clip(np.arange(h) - radius, 0, h)
-    y1 = np.clip(np.arange(h) + radius + 1, 0, h)
-    x0 = np.clip(np.arange(w) - radius, 0, w)
-    x1 = np.clip(np.arange(w) + radius + 1, 0, w)
-    total = table[y1][:, x1] - table[y0][:, x1] - table[y1][:, x0] + table[y0][:, x0]
-    return total > 0
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)) > 0
 
 
 def border(mask: np.ndarray) -> np.ndarray:
@@ -84,6 +78,12 @@ def ring(band: np.ndarray, width: int) -> np.ndarray:
 
 def _mean_over(values: np.ndarray, where: np.ndarray) -> float:
     return float(values[where].mean()) if where.any() else float("nan")
+
+
+def finite_mean(values: list[float]) -> float:
+    """Mean of the finite values (nan when there is none): how reports average metrics."""
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else float("nan")
 
 
 def masked_psnr(output: np.ndarray, reference: np.ndarray, mask: np.ndarray, data_range: float = 1.0) -> float:
@@ -201,52 +201,6 @@ def lab_errors(output: np.ndarray, reference: np.ndarray, mask: np.ndarray) -> d
     }
 
 
-def region_metrics(
-    output: np.ndarray,
-    reference: np.ndarray,
-    mask: np.ndarray,
-    band: np.ndarray,
-    *,
-    seam_mask: np.ndarray | None = None,
-    seam_width: int = 2,
-    ring_width: int = 16,
-    detail_sigma: float = 1.5,
-    ssim_sigma: float = 1.5,
-) -> dict[str, float]:
-    """Every metric of one repaint (flat dict of floats).
-
-    ``mask``: the region judged (bool [H, W]); ``band``: where the output was allowed to change;
-    ``seam_mask``: the line whose border is checked for seams (default ``mask``).
-    ``reference`` is the original (the input image).
-    """
-    mask = np.asarray(mask, dtype=bool)
-    band = np.asarray(band, dtype=bool) | mask
-    around = ring(band, ring_width)
-    seam_on = mask if seam_mask is None else np.asarray(seam_mask, dtype=bool)
-    detail_out = detail_energy(output, mask, detail_sigma)
-    detail_ref = detail_energy(reference, mask, detail_sigma)
-    out_stats = colour_stats(output, mask, around)
-    ref_stats = colour_stats(reference, mask, around)
-    contrast_out = np.subtract(out_stats["mean_inside"], out_stats["mean_ring"])
-    contrast_ref = np.subtract(ref_stats["mean_inside"], ref_stats["mean_ring"])
-    metrics = {
-        "psnr": masked_psnr(output, reference, mask),
-        "ssim": masked_ssim(output, reference, mask, ssim_sigma),
-        **outside_drift(output, reference, band),
-        "seam_error": seam_error(output, seam_on, seam_width),
-        "seam_error_input": seam_error(reference, seam_on, seam_width),
-        "detail_energy": detail_out,
-        "detail_energy_input": detail_ref,
-        "detail_ratio": detail_out / detail_ref if detail_ref > 0 else float("nan"),
-        "colour_shift": float(np.linalg.norm(contrast_out - contrast_ref)),
-        **lab_errors(output, reference, mask),
-        "luma_inside": _mean_over(luma(output), mask),
-        "luma_ring": _mean_over(luma(output), around),
-        "mask_pixels": float(mask.sum()),
-    }
-    return metrics
-
-
 def compute_metrics(
     output: np.ndarray,
     reference: np.ndarray,
@@ -260,14 +214,44 @@ def compute_metrics(
     detail_sigma: float = 1.5,
     ssim_sigma: float = 1.5,
 ) -> dict[str, float]:
-    """Metrics of the whole mask, plus ``region/<name>/<metric>`` for each region mask (>= 0.5 = in)."""
+    """Every metric of one repaint (flat dict of floats), plus ``region/<name>/<metric>`` for each
+    region mask (>= 0.5 = in).
+
+    ``mask``: the region judged (bool [H, W]); ``band``: where the output was allowed to change;
+    ``seam_mask``: the line whose border is checked for seams (default ``mask``).
+    ``reference`` is the original (the input image).
+    """
+    mask = np.asarray(mask, dtype=bool)
+    allowed = np.asarray(band, dtype=bool) | mask
+    around = ring(allowed, ring_width)
+    seam_on = mask if seam_mask is None else np.asarray(seam_mask, dtype=bool)
+    detail_out = detail_energy(output, mask, detail_sigma)
+    detail_ref = detail_energy(reference, mask, detail_sigma)
+    out_stats = colour_stats(output, mask, around)
+    ref_stats = colour_stats(reference, mask, around)
+    contrast_out = np.subtract(out_stats["mean_inside"], out_stats["mean_ring"])
+    contrast_ref = np.subtract(ref_stats["mean_inside"], ref_stats["mean_ring"])
+    metrics = {
+        "psnr": masked_psnr(output, reference, mask),
+        "ssim": masked_ssim(output, reference, mask, ssim_sigma),
+        **outside_drift(output, reference, allowed),
+        "seam_error": seam_error(output, seam_on, seam_width),
+        "seam_error_input": seam_error(reference, seam_on, seam_width),
+        "detail_energy": detail_out,
+        "detail_energy_input": detail_ref,
+        "detail_ratio": detail_out / detail_ref if detail_ref > 0 else float("nan"),
+        "colour_shift": float(np.linalg.norm(contrast_out - contrast_ref)),
+        **lab_errors(output, reference, mask),
+        "luma_inside": _mean_over(luma(output), mask),
+        "luma_ring": _mean_over(luma(output), around),
+        "mask_pixels": float(mask.sum()),
+    }
     options = {"seam_width": seam_width, "ring_width": ring_width, "detail_sigma": detail_sigma, "ssim_sigma": ssim_sigma}
-    metrics = region_metrics(output, reference, mask, band, seam_mask=seam_mask, **options)
     for name, region in (regions or {}).items():
         region_mask = np.asarray(region) >= 0.5
         if not region_mask.any():
             continue
-        for key, value in region_metrics(output, reference, region_mask, band, **options).items():
+        for key, value in compute_metrics(output, reference, region_mask, band, **options).items():
             if key.startswith("drift"):
                 continue  # drift is a property of the whole band, not of a region
             metrics[f"region/{name}/{key}"] = value

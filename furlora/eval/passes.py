@@ -7,13 +7,9 @@ A run is a list of passes; each starts from the previous pass's result.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
-from furlora.eval.settings import PassSettings, default_passes
-
-__all__ = ["PassSettings", "default_passes", "derive_seed", "pass_seed", "summarize_passes", "total_denoising_steps"]
+from furlora.eval.settings import PassSettings
 
 
 def derive_seed(seed: int, pass_index: int, tile_index: int = 0) -> int:
@@ -30,11 +26,6 @@ def pass_seed(pass_settings: PassSettings, run_seed: int, pass_index: int, tile_
     if pass_settings.seed is not None:
         return pass_settings.seed if tile_index == 0 else derive_seed(pass_settings.seed, 0, tile_index)
     return derive_seed(run_seed, pass_index, tile_index)
-
-
-def summarize_passes(passes: list[PassSettings]) -> list[dict[str, Any]]:
-    """A JSON-friendly list of the settings of each pass (for reports)."""
-    return [p.model_dump(mode="json") for p in passes]
 
 
 def total_denoising_steps(passes: list[PassSettings]) -> int:

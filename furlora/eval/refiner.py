@@ -27,8 +27,7 @@ def check_refiner_folder(path: str | os.PathLike[str]) -> Path:
         if not (folder / name).is_dir():
             problems.append(f"missing component folder {folder / name}")
     for name in ("unet", "vae", "text_encoder_2"):
-        weights = list((folder / name).glob("*.safetensors")) if (folder / name).is_dir() else []
-        if (folder / name).is_dir() and not weights:
+        if (folder / name).is_dir() and not any((folder / name).glob("*.safetensors")):
             problems.append(f"{folder / name}: no .safetensors weights (pickle files are not loaded)")
     if not problems:
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))

@@ -13,6 +13,9 @@ import html
 import math
 from typing import Any
 
+from furlora.eval.lora_variants import OFF
+from furlora.eval.metrics import finite_mean
+
 #: Metrics compared per region, their labels, and whether higher is better.
 REGION_METRICS: tuple[tuple[str, str, bool], ...] = (
     ("psnr", "PSNR dB", True),
@@ -23,12 +26,7 @@ REGION_METRICS: tuple[tuple[str, str, bool], ...] = (
 #: The whole mask, listed before the named regions.
 ALL = "all"
 #: The variant name of the base model in the comparison rows.
-BASE = "off"
-
-
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else float("nan")
+BASE = OFF.name
 
 
 def _key(region: str, metric: str) -> str:
@@ -55,7 +53,7 @@ def region_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, fl
     for region in region_names(rows):
         for metric, _, _ in REGION_METRICS:
             key = _key(region, metric)
-            means = {v: _mean([float(r[key]) for r in rows if r["variant"] == v and key in r]) for v in variants_of(rows)}
+            means = {v: finite_mean([float(r[key]) for r in rows if r["variant"] == v and key in r]) for v in variants_of(rows)}
             if any(math.isfinite(m) for m in means.values()):
                 table.setdefault(region, {})[metric] = means
     return table
@@ -75,7 +73,7 @@ def wins(rows: list[dict[str, Any]], variant: str, metric: str = "psnr", base: s
     for values in per_image.values():
         if variant in values and base in values:
             total += 1
-            delta = _mean(values[variant]) - _mean(values[base])
+            delta = finite_mean(values[variant]) - finite_mean(values[base])
             better += int(delta > 0 if higher else delta < 0)
     return better, total
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from furlora.data.masks import bounding_box
 from furlora.errors import EvaluationError
 
 
@@ -72,10 +73,7 @@ class Region:
                 return np.pad(patch, pads, mode="constant")
             return np.pad(patch, pads, mode="reflect" if min(patch.shape[:2]) > 1 else "edge")
         shrink = self.work_height * self.work_width < self.height * self.width
-        if is_weight:
-            interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-        else:
-            interp = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        interp = cv2.INTER_AREA if shrink else (cv2.INTER_LINEAR if is_weight else cv2.INTER_CUBIC)
         out = cv2.resize(patch, (self.work_width, self.work_height), interpolation=interp)
         return np.clip(out, 0.0, 1.0).astype(np.float32)
 
@@ -96,20 +94,14 @@ def full_region(height: int, width: int) -> Region:
     return Region(0, 0, height, width, ceil8(height), ceil8(width), resize=False)
 
 
-def band_box(weight: np.ndarray) -> tuple[int, int, int, int]:
-    """Bounding box (top, left, bottom, right) of ``weight > 0``."""
-    rows = np.flatnonzero((weight > 0).any(axis=1))
-    cols = np.flatnonzero((weight > 0).any(axis=0))
-    if rows.size == 0:
-        raise EvaluationError("the mask is empty: nothing to crop to")
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
-
-
 def crop_region(weight: np.ndarray, padding: int, resolution: int) -> Region:
     """The box around the band (``weight > 0``) plus ``padding``, clipped to the image, at a working
     size whose long side is ``resolution`` (aspect kept, each side a multiple of 8)."""
     height, width = weight.shape
-    top, left, bottom, right = band_box(weight)
+    box = bounding_box(weight)
+    if box is None:
+        raise EvaluationError("the mask is empty: nothing to crop to")
+    top, left, bottom, right = box
     top, left = max(0, top - padding), max(0, left - padding)
     bottom, right = min(height, bottom + padding), min(width, right + padding)
     scale = resolution / max(bottom - top, right - left)

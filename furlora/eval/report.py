@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from furlora.eval.metrics import finite_mean
 from furlora.eval.region_summary import BASE, region_html
 
 #: Metrics shown first (and in the grid captions / HTML summary), in this order.
@@ -36,16 +37,10 @@ def metric_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """variant -> mean of each metric over images and seeds (non-finite values left out)."""
-    summary: dict[str, dict[str, float]] = {}
     columns = metric_columns(rows)
-    for variant in dict.fromkeys(r["variant"] for r in rows):
-        chosen = [r for r in rows if r["variant"] == variant]
-        means = {}
-        for name in columns:
-            values = [float(r[name]) for r in chosen if name in r and math.isfinite(float(r[name]))]
-            means[name] = sum(values) / len(values) if values else float("nan")
-        summary[variant] = means
-    return summary
+    return {variant: {name: finite_mean([float(r[name]) for r in rows if r["variant"] == variant and name in r])
+                      for name in columns}
+            for variant in dict.fromkeys(r["variant"] for r in rows)}
 
 
 def _json_safe(value: Any) -> Any:
@@ -141,13 +136,3 @@ def write_html(out_dir: Path, title: str, rows: list[dict[str, Any]], grids: lis
     path = out_dir / "index.html"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path
-
-
-def grid_caption(metrics: dict[str, Any]) -> list[str]:
-    """Two short lines of key metrics under a variant's grid column."""
-    def f(name: str, fmt: str) -> str:
-        value = metrics.get(name, float("nan"))
-        return "–" if not isinstance(value, float) or math.isnan(value) else format(value, fmt)
-
-    return [f"PSNR {f('psnr', '.1f')}  SSIM {f('ssim', '.2f')}",
-            f"seam {f('seam_error', '.2f')}  detail {f('detail_ratio', '.2f')}"]

@@ -111,7 +111,6 @@ def default_passes() -> list[PassSettings]:
     ]
 
 
-
 class MetricSettings(Settings):
     """Options of the fur-aware metrics (all distances in pixels of the full image)."""
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from furlora.errors import EvaluationError, FurloraError, format_problems
-from furlora.eval.lora_variants import Variant
+from furlora.eval.lora_variants import Variant, pipeline_modules
 from furlora.models.pooling import pool_at_first_eos
 
 logger = logging.getLogger(__name__)
@@ -98,9 +98,7 @@ def load_embeddings(pipeline: Any, paths: Sequence[str | os.PathLike[str]]) -> l
     """
     from furlora.tokens.files import load_into_pipeline, read_embedding_file
 
-    infos = check_embedding_files(paths, embedding_widths({
-        "text_encoder": pipeline.text_encoder, "text_encoder_2": pipeline.text_encoder_2,
-    }))
+    infos = check_embedding_files(paths, embedding_widths(pipeline_modules(pipeline)))
     for info in infos:
         present = _present_rows(pipeline, info.token_names())
         if present is None:
@@ -164,7 +162,7 @@ def token_prompt(prompt: str | None, tokens: Sequence[str], token_settings: Any 
     leaves a token out, the missing tokens are put in front: ``"<spitz-fur>, white fur"``.
     """
     text = (prompt or "").strip()
-    if token_settings is not None and getattr(token_settings, "enabled", False) and text:
+    if token_settings is not None and token_settings.enabled and text:
         from furlora.tokens.captions import insert_tokens
 
         text = insert_tokens(text, token_settings, regions)

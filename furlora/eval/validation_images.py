@@ -4,8 +4,8 @@ is being trained and writes a grid and metrics, every ``train.validation.every_n
 The trainer never imports this module; a recipe or the CLI passes an instance in the trainer's
 ``callbacks`` (called as ``callback(trainer)`` after every optimizer step). It reads
 ``trainer.components`` (the live model, adapters attached), ``trainer.global_step``,
-``trainer.output_dir``, and optionally ``trainer.manager`` (a LoraAdapters: its ``disabled()``
-context renders the base-model column once) and ``trainer.is_main``.
+``trainer.output_dir``, ``trainer.manager`` (a LoraAdapters: its ``disabled()`` context renders
+the base-model column once) and ``trainer.is_main``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from furlora.errors import EvaluationError
-from furlora.eval.grid import Column, mask_overlay, render_grid
-from furlora.eval.image_io import save_png, to_rgb_float
+from furlora.eval.grid import result_grid
+from furlora.eval.image_io import save_png
 from furlora.eval.inpaint import MultiPassInpainter
-from furlora.eval.metrics import compute_metrics
-from furlora.eval.report import grid_caption
 from furlora.eval.samples import EvalSample, samples_from_dataset
 from furlora.eval.settings import EvalSettings
 from furlora.train.settings import ValidationSettings
@@ -59,10 +57,10 @@ class ValidationImages:
     def __call__(self, trainer: Any) -> None:
         every = self.validation.every_n_steps
         step = int(trainer.global_step)
-        if every <= 0 or step % every or not getattr(trainer, "is_main", True):
+        if every <= 0 or step % every or not trainer.is_main:
             return
         out = self.out_dir or Path(trainer.output_dir) / "validation"
-        self.render(trainer.components, step, out, manager=getattr(trainer, "manager", None))
+        self.render(trainer.components, step, out, manager=trainer.manager)
 
     def render(self, components: Any, step: int, out_dir: str | os.PathLike[str], manager: Any = None) -> dict[str, Any]:
         """Inpaint every sample with the current weights; write ``step_<N>_<key>.png`` and ``step_<N>.json``.
@@ -72,7 +70,7 @@ class ValidationImages:
         unet = components.unet
         was_training = unet.training
         unet.eval()
-        rows: list[tuple[str, list[Column], Any]] = []
+        rows: list[tuple[str, Any, list[tuple[str, Any, dict[str, float]]]]] = []
         entry: dict[str, Any] = {"step": step, "samples": {}}
         try:
             inpainter = MultiPassInpainter(components, self.settings)
@@ -84,36 +82,24 @@ class ValidationImages:
                 result = inpainter.inpaint(sample.image, sample.mask, prompt=sample.prompt, seed=seed)
                 if result.skipped:
                     continue
-                metrics = self._metrics(result)
+                metrics = result.metrics(self.settings.metrics)
                 entry["samples"][sample.key] = metrics
-                columns = [Column(sample.key, result.input_rgb, []),
-                           Column("mask", mask_overlay(result.input_rgb, result.mask, result.band), [])]
-                if sample.key in self._base:
-                    base = self._base[sample.key]
-                    columns.append(Column("LoRA off", to_rgb_float(base.image)[0], grid_caption(self._metrics(base))))
-                columns.append(Column(f"step {step}", to_rgb_float(result.image)[0], grid_caption(metrics)))
-                rows.append((sample.key, columns, result.seam_mask))
+                base = self._base.get(sample.key)
+                outputs = [("LoRA off", base, base.metrics(self.settings.metrics))] if base is not None else []
+                rows.append((sample.key, result, outputs + [(f"step {step}", result, metrics)]))
         finally:
             unet.train(was_training)
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        r = self.settings.report
         grids = []
-        for key, columns, seam in rows:
-            image = render_grid(columns, seam, r.thumbnail_size, r.zoom_crops, r.zoom_size, title=f"step {step}")
+        for key, result, outputs in rows:
+            image = result_grid(result, outputs, self.settings.report, f"step {step}", input_title=key)
             grids.append(str(save_png(out / f"step_{step:06d}_{_safe(key)}.png", image)))
         (out / f"step_{step:06d}.json").write_text(json.dumps(_finite(entry), indent=2), encoding="utf-8")
         entry["grids"] = grids
         self.history.append(entry)
         logger.info("validation images of step %d written to %s", step, out)
         return entry
-
-    def _metrics(self, result: Any) -> dict[str, float]:
-        m = self.settings.metrics
-        output, _ = to_rgb_float(result.image, "output")
-        return compute_metrics(output, result.input_rgb, result.mask, result.band, seam_mask=result.seam_mask,
-                               seam_width=m.seam_width, ring_width=m.ring_width, detail_sigma=m.detail_sigma,
-                               ssim_sigma=m.ssim_sigma)
 
 
 def _safe(name: str) -> str:

@@ -43,7 +43,7 @@ def test_get_or_compute_hits_after_the_first_call(tmp_path):
     single = cache.get_or_compute({"single": 1}, lambda: torch.ones(3))
     torch.testing.assert_close(cache.get_or_compute({"single": 1}, lambda: torch.zeros(3)), single)
     assert len(cache) == 2
-    assert not list(cache.root.rglob(".tmp-*"))  # atomic writes leave no temporary files
+    assert not list(cache.root.rglob(".*"))  # atomic writes leave no temporary (hidden) files
 
 
 def test_damaged_or_mismatching_entries_are_recomputed(tmp_path):
