@@ -17,7 +17,12 @@ from typing import Any
 
 import torch
 
+from furlora.data.cache import run_cache_dir
+from furlora.errors import ConfigError
+from furlora.models.device import pick_device
+from furlora.progress import progress_bar
 from furlora.train.encode import BatchEncoder
+from furlora.train.setup import build_dataset, load_components, resolve_model
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +44,7 @@ def fill_latent_cache(dataset: Any, encoder: BatchEncoder, inpaint: bool, *, ful
     i.e. ``train.full_mask_fraction > 0``) the all-zero masked image of each bucket size.
     With several processes each takes every ``world``-th image.
     """
-    from furlora.progress import progress_bar
-
-    if not getattr(dataset, "cache_latents", False):
+    if not dataset.cache_latents:
         raise ValueError("the caching pass needs a dataset in cache mode (MaskedDataset(..., cache_latents=True))")
     variants = dataset.settings.cache.variants
     items = [(v, i) for v in range(variants) for i in range(len(dataset)) if i % world == rank]
@@ -86,11 +89,6 @@ def build_cache(config: Any, *, device: Any | None = None, progress: bool = True
     a later ``furlora train`` with the same config (or a copy of the folder on another machine)
     then runs no VAE encode. Raises ConfigError when ``train.cache_latents`` is off.
     """
-    from furlora.data.cache import run_cache_dir
-    from furlora.errors import ConfigError
-    from furlora.models.device import pick_device
-    from furlora.train.setup import build_dataset, load_components, resolve_model
-
     if not config.train.cache_latents:
         raise ConfigError("train.cache_latents is false in this config: there is no latent cache to build (set it to true)")
     model_path, inpaint = resolve_model(config)

@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
 
 from furlora.errors import CheckpointError, TrainingError
 from furlora.train.state_io import flatten_state, unflatten_state
@@ -77,10 +79,6 @@ class PackedCheckpoint:
     meta: dict[str, Any]
 
 
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:08d}"
-
-
 def pack(state: CheckpointState, staging: StagingBuffers | None = None) -> PackedCheckpoint:
     """Copy every tensor of ``state`` into a few CPU buffers (one per dtype).
 
@@ -107,20 +105,17 @@ class StagingBuffers:
 
     def stage(self, name: str, tensors: list[torch.Tensor]) -> torch.Tensor:
         numel = sum(t.numel() for t in tensors)
-        dtype = tensors[0].dtype
         on_cuda = any(t.is_cuda for t in tensors)
         buffer = self._buffers.get(name)
-        if buffer is None or buffer.numel() < numel or buffer.dtype != dtype or (on_cuda and not buffer.is_pinned()):
-            buffer = torch.empty(numel, dtype=dtype, pin_memory=on_cuda)
+        if buffer is None or buffer.numel() < numel or (on_cuda and not buffer.is_pinned()):  # one dtype per name
+            buffer = torch.empty(numel, dtype=tensors[0].dtype, pin_memory=on_cuda)
             self._buffers[name] = buffer
         out = buffer[:numel]
         if not on_cuda:
             torch.cat(tensors, out=out)
             return out
-        offset = 0
-        for t in tensors:
-            out[offset : offset + t.numel()].copy_(t, non_blocking=t.is_cuda)
-            offset += t.numel()
+        for chunk, t in zip(out.split([t.numel() for t in tensors]), tensors):
+            chunk.copy_(t, non_blocking=t.is_cuda)
         self._event = torch.cuda.Event()
         self._event.record()
         return out
@@ -132,30 +127,7 @@ class StagingBuffers:
             self._event = None
 
 
-def snapshot(value: Any) -> Any:
-    """A deep copy with every tensor cloned to the CPU."""
-    if isinstance(value, torch.Tensor):
-        return value.detach().to("cpu", copy=True)
-    if isinstance(value, dict):
-        return {k: snapshot(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [snapshot(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(snapshot(v) for v in value)
-    return value
-
-
 # ----------------------------------------------------------------------------- writing
-
-def _encode_files(packed: PackedCheckpoint) -> dict[str, bytes]:
-    from safetensors.torch import save as save_safetensors
-
-    meta = {**packed.meta, "format": FORMAT_VERSION, "step": packed.step, "state": packed.skeleton}
-    return {
-        "state.safetensors": save_safetensors(packed.buffers, metadata={"step": str(packed.step)}),
-        "trainer.json": json.dumps(meta, sort_keys=True).encode(),  # compact: the C encoder is fast
-    }
-
 
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "wb") as handle:
@@ -181,19 +153,23 @@ def write_checkpoint(
     earlier checkpoints are untouched) and :class:`CheckpointError` on other I/O errors.
     """
     directory = Path(directory)
-    final = directory / checkpoint_name(state.step)
-    tmp = directory / f".tmp-{checkpoint_name(state.step)}-{os.getpid()}"
+    final = directory / f"step-{state.step:08d}"
+    tmp = directory / f".tmp-{final.name}-{os.getpid()}"
     try:
         directory.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        files = _encode_files(state if isinstance(state, PackedCheckpoint) else pack(state))
-        marker: dict[str, Any] = {"format": FORMAT_VERSION, "step": state.step, "files": {}}
+        packed = state if isinstance(state, PackedCheckpoint) else pack(state)
+        meta = {**packed.meta, "format": FORMAT_VERSION, "step": packed.step, "state": packed.skeleton}
+        files = {
+            "state.safetensors": save_safetensors(packed.buffers, metadata={"step": str(packed.step)}),
+            "trainer.json": json.dumps(meta, sort_keys=True).encode(),  # compact: the C encoder is fast
+        }
         for name, data in files.items():
             _write_file(tmp / name, data)
-            marker["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-        marker["config_hash"] = state.meta.get("config_hash")
+        checksums = {name: {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in files.items()}
+        marker = {"format": FORMAT_VERSION, "step": state.step, "files": checksums, "config_hash": state.meta.get("config_hash")}
         _write_file(tmp / MARKER, json.dumps(marker, indent=1, sort_keys=True).encode())
         _fsync_dir(tmp)
         if _before_rename is not None:
@@ -227,8 +203,7 @@ def apply_retention(directory: str | Path, keep_last: int) -> list[Path]:
 
     Incomplete or damaged folders are not counted and not touched here.
     """
-    complete = [p for p in list_checkpoints(directory) if (p / MARKER).is_file()]
-    doomed = complete[:-keep_last] if keep_last > 0 else complete
+    doomed = [p for p in list_checkpoints(directory) if (p / MARKER).is_file()][:-keep_last]
     for path in doomed:
         _remove_tree(path)
         logger.debug("retention: deleted %s", path)
@@ -238,12 +213,10 @@ def apply_retention(directory: str | Path, keep_last: int) -> list[Path]:
 def clean_stale(directory: str | Path) -> list[Path]:
     """Remove temporary and half-deleted folders that a killed run left behind."""
     directory = Path(directory)
-    removed = []
-    if directory.is_dir():
-        for path in directory.iterdir():
-            if path.is_dir() and path.name.startswith((".tmp-step-", ".deleting-step-")):
-                shutil.rmtree(path, ignore_errors=True)
-                removed.append(path)
+    stale = (".tmp-step-", ".deleting-step-")
+    removed = [p for p in directory.iterdir() if p.is_dir() and p.name.startswith(stale)] if directory.is_dir() else []
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
     return removed
 
 
@@ -254,8 +227,7 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    found = [p for p in directory.iterdir() if p.is_dir() and _NAME.match(p.name)]
-    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+    return sorted(p for p in directory.iterdir() if p.is_dir() and _NAME.match(p.name))  # 8 digits: name order = step order
 
 
 def latest_complete_name(directory: str | Path) -> str | None:
@@ -292,8 +264,6 @@ def verify_checkpoint(path: str | Path) -> list[str]:
 
 def read_checkpoint(path: str | Path) -> CheckpointState:
     """Verify and load one checkpoint. Raises :class:`CheckpointError` if it is incomplete or damaged."""
-    from safetensors.torch import load as load_safetensors
-
     path = Path(path)
     problems = verify_checkpoint(path)
     if problems:
@@ -333,7 +303,7 @@ def _lower_thread_priority() -> None:
 
 
 class CheckpointWriter:
-    """Writes checkpoints (in a background thread if ``asynchronous``) and applies retention.
+    """Writes checkpoints in a writer thread and applies retention (``asynchronous=False``: ``save`` waits for the write).
 
     API (the trainer's, and what a signal handler's "save now" uses):
 
@@ -372,7 +342,7 @@ class CheckpointWriter:
         return self._thread is not None and self._thread.is_alive()
 
     def save(self, state: CheckpointState) -> None:
-        """Copy ``state`` now (:func:`pack`), then write it (in the background if asynchronous)."""
+        """Start the writer thread: it copies ``state`` (:func:`pack`), then writes it. Not asynchronous: wait for it."""
         started = time.perf_counter()
         if self.in_flight:
             logger.info(
@@ -380,17 +350,12 @@ class CheckpointWriter:
                 "train.checkpoint.every_n_steps steps)", state.step, self._writing_step,
             )
         self.wait()
-        if not self.asynchronous:
-            self._write(pack(state, self._staging))
-            self.last_blocked_seconds = time.perf_counter() - started
-            self._raise_pending()
-            return
         self._writing_step = state.step
         self._copied = threading.Event()
-        self._thread = threading.Thread(
-            target=self._copy_then_write, args=(state, self._copied), name="furlora-checkpoint", daemon=True
-        )
+        self._thread = threading.Thread(target=self._write, args=(state, self._copied), name="furlora-checkpoint", daemon=True)
         self._thread.start()
+        if not self.asynchronous:
+            self.wait()
         self.last_blocked_seconds = time.perf_counter() - started
 
     def before_update(self) -> None:
@@ -401,33 +366,28 @@ class CheckpointWriter:
             self._copied = None
             self.last_blocked_seconds += time.perf_counter() - started
 
-    def _copy_then_write(self, state: CheckpointState, copied: threading.Event) -> None:
+    def _write(self, state: CheckpointState, copied: threading.Event) -> None:
+        """The writer thread: copy ``state`` (then ``copied`` is set), write it, apply retention."""
         try:
-            packed = pack(state, self._staging)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread
-            self._error = exc
-            return
-        finally:
-            copied.set()
-        self._write(packed)
-
-    def poll(self) -> None:
-        """Raise the error of a background write that has finished, without waiting for one in flight."""
-        if self._thread is not None and not self._thread.is_alive():
-            self._thread.join()
-            self._thread = None
-        self._raise_pending()
-
-    def _write(self, state: PackedCheckpoint) -> None:
-        _lower_thread_priority()
-        try:
+            try:
+                packed = pack(state, self._staging)
+            finally:
+                copied.set()
+            _lower_thread_priority()
             self._staging.ready()
-            path = write_checkpoint(self.directory, state, self.before_rename)
+            path = write_checkpoint(self.directory, packed, self.before_rename)
             apply_retention(self.directory, self.keep_last)
             self.last_written = path
             logger.debug("checkpoint %s written", path)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the training thread
             self._error = exc
+
+    def poll(self) -> None:
+        """Raise the error of a background write that has finished, without waiting for one in flight."""
+        if self.in_flight:
+            self._raise_pending()
+        else:
+            self.wait()
 
     def wait(self) -> None:
         """Block until the pending write finished; raise its error, if any."""

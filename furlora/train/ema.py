@@ -24,16 +24,9 @@ class AdapterEMA:
         self.device = torch.device(device)
         named = list(named_parameters)
         self.names = [name for name, _ in named]
-        self._shapes = [p.shape for _, p in named]
-        total = sum(p.numel() for _, p in named)
-        self.flat = torch.empty(total, dtype=torch.float32, device=self.device)
-        self.shadow: dict[str, torch.Tensor] = {}
-        offset = 0
-        for (name, p), shape in zip(named, self._shapes):
-            view = self.flat[offset : offset + p.numel()].view(shape)
-            view.copy_(p.detach().to(self.device, dtype=torch.float32))
-            self.shadow[name] = view
-            offset += p.numel()
+        self.flat = torch.cat([p.detach().reshape(-1).to(self.device, dtype=torch.float32) for _, p in named])
+        views = self.flat.split([p.numel() for _, p in named])
+        self.shadow = {name: view.view(p.shape) for (name, p), view in zip(named, views)}  # views into ``flat``
         self._gathered: torch.Tensor | None = None  # reused, on the weights' device
         self._staging: torch.Tensor | None = None  # reused pinned host copy (CUDA -> CPU)
         self._pending: object | None = None  # CUDA event of a staged copy not yet averaged in

@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from furlora.train.checkpoint import snapshot
-
 
 def export_lora(
     manager: Any, ema: Any | None, formats: list[str], lora_dir: Path, name: str, metadata: dict[str, str]
@@ -23,7 +21,7 @@ def export_lora(
         manager.save(path, format=fmt, metadata=metadata)
         files[fmt] = str(path)
     if ema is not None:
-        raw = snapshot(manager.lora_state_dict())
+        raw = manager.lora_state_dict()  # detached copies
         manager.load_lora_state_dict(ema.state_dict())
         try:
             for fmt in formats:

@@ -51,9 +51,7 @@ def hole_weight_share(weights: torch.Tensor, hole: torch.Tensor) -> torch.Tensor
 
     1 = the loss is all inside the hole; a sample without any weight gives 0.
     """
-    weights = weights.float()
-    inside = (weights * hole.float()).flatten(1).sum(dim=1)
-    return inside / weights.flatten(1).sum(dim=1).clamp_min(_EPS)
+    return weighted_mean(hole.float(), weights.float(), normalize_by_area=True)
 
 
 def per_pixel_error(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -275,7 +275,8 @@ class TrainSettings(Settings):
 
 
 _DURATION_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([dhms])")
+#: Units in this order, each at most once: ``1d2h``, ``3h 50m``.
+_DURATION = re.compile(r"\s*".join(rf"(?:(\d+(?:\.\d+)?)\s*{unit})?" for unit in _DURATION_UNITS))
 
 
 def parse_duration(text: str) -> float:
@@ -290,11 +291,8 @@ def parse_duration(text: str) -> float:
     elif re.fullmatch(r"\d+:\d{1,2}(?::\d{1,2})?", raw):  # H:MM:SS or H:MM, as schedulers print limits
         parts = [int(p) for p in raw.split(":")] + [0]
         seconds = parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
-    else:
-        pieces = _DURATION.findall(raw)
-        units = [unit for _, unit in pieces]
-        if pieces and _DURATION.sub("", raw).strip() == "" and units == sorted(units, key="dhms".index) and len(set(units)) == len(units):
-            seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in pieces)
+    elif (match := _DURATION.fullmatch(raw)) and any(match.groups()):
+        seconds = sum(float(number) * factor for number, factor in zip(match.groups(), _DURATION_UNITS.values()) if number)
     if seconds is None or seconds <= 0:
         raise ValueError(
             f"{text!r} is not a positive duration; give seconds (13800) or a duration such as '3h50m', '90m', "

@@ -34,7 +34,7 @@ from furlora.train.resume import config_hash
 from furlora.train.rng import derive_seed
 from furlora.train.schedule import build_lr_scheduler
 from furlora.train.settings import TrainSettings
-from furlora.train.step import resolve_objective, resolve_prediction_type
+from furlora.train.step import resolve_objective
 from furlora.train.threads import available_cpus
 
 if TYPE_CHECKING:  # accelerate is slow to import: the annotations only
@@ -104,12 +104,6 @@ class Run:
         return torch.autocast(device_type=self.device.type, dtype=autocast_dtype(mode))
 
 
-def under(base: Path, path: str) -> Path:
-    """``path`` if absolute, else ``base / path`` (folders given relative to output_dir)."""
-    p = Path(path)
-    return p if p.is_absolute() else base / p
-
-
 def build_accelerator(config: RunConfig) -> Accelerator:
     """An ``accelerate.Accelerator`` for this run: process group, device, TensorBoard tracker.
 
@@ -119,8 +113,8 @@ def build_accelerator(config: RunConfig) -> Accelerator:
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    output = Path(config.output_dir)
-    project = ProjectConfiguration(project_dir=str(output), logging_dir=str(under(output, config.train.log.dir)))
+    output = Path(config.output_dir)  # an absolute train.log.dir replaces it (pathlib's /)
+    project = ProjectConfiguration(project_dir=str(output), logging_dir=str(output / config.train.log.dir))
     # The same device rule as evaluation (furlora.models.device): the GPU when present unless train.cpu.
     return Accelerator(
         cpu=pick_device("auto", cpu_only=config.train.cpu, key="train.cpu").type == "cpu",
@@ -175,7 +169,7 @@ def preflight(config: RunConfig, dataset: MaskedDataset | None = None, val_datas
     if dataset is None:
         dataset = build_dataset(config, first_resolution)
     if val_dataset is None and train.validation.path is not None:
-        val_dataset = build_dataset(config, first_resolution or config.data.resolution, root=train.validation.path)
+        val_dataset = build_dataset(config, first_resolution, root=train.validation.path)
     return Preflight(model_path=model_path, inpaint=inpaint, dataset=dataset, val_dataset=val_dataset, output_dir=output_dir)
 
 
@@ -233,7 +227,9 @@ def setup_run(config: RunConfig, *, components: SDXLComponents | None = None, da
     trained = config.lora.enabled_components()
     text_lora = any(name in trained for name in TEXT_ENCODERS)
     configure_memory(components, settings, trained)
-    prediction_type = resolve_prediction_type(settings.prediction_type, components.noise_scheduler)
+    prediction_type = settings.prediction_type
+    if prediction_type == "auto":  # the model's, from its scheduler config (epsilon for SDXL)
+        prediction_type = components.noise_scheduler.config.prediction_type
     # The inference scheduler too: sample grids must denoise with what the LoRA learns.
     for scheduler in (components.noise_scheduler, components.scheduler):
         if prediction_type != scheduler.config.prediction_type:
@@ -263,7 +259,7 @@ def setup_run(config: RunConfig, *, components: SDXLComponents | None = None, da
         scaler=torch.amp.GradScaler(device.type) if settings.mixed_precision == "fp16" else None,
         ema=AdapterEMA(manager.lora_state_dict().items(), ema.decay, "cpu" if ema.device == "cpu" else device) if ema.enabled else None,
         guard=NonFiniteGuard(settings.nan_patience),
-        checkpoint_dir=under(pre.output_dir, settings.checkpoint.dir),
+        checkpoint_dir=pre.output_dir / settings.checkpoint.dir,  # an absolute one replaces output_dir
         config_dict=config_dict, config_hash=config_hash(config_dict),
     )
 

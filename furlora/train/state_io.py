@@ -88,10 +88,8 @@ def flatten_state(
     with torch.no_grad():  # LoRA parameters require grad; the copy must not
         skeleton = walk(obj, "state")
         # One copy per dtype, on the tensors' device, then one transfer: a private CPU copy.
-        if stage is None:
-            buffers = {name: torch.cat(tensors).to("cpu") for name, tensors in parts.items()}
-        else:
-            buffers = {name: stage(name, tensors) for name, tensors in parts.items()}
+        stage = stage or (lambda _name, tensors: torch.cat(tensors).to("cpu"))
+        buffers = {name: stage(name, tensors) for name, tensors in parts.items()}
     return buffers, skeleton
 
 
@@ -121,12 +119,9 @@ def unflatten_state(skeleton: Any, buffers: dict[str, torch.Tensor]) -> Any:
 def _column_values(node: Any, buffers: dict[str, torch.Tensor], count: int) -> list[Any]:
     if isinstance(node, dict) and _TENSOR in node and len(node[_TENSOR]) == 3:
         name, offset, shapes = node[_TENSOR]
-        out = []
-        for shape in shapes:
-            numel = math.prod(shape)
-            out.append(buffers[name][offset : offset + numel].view(shape))
-            offset += numel
-        return out
+        numels = [math.prod(shape) for shape in shapes]
+        chunks = buffers[name][offset : offset + sum(numels)].split(numels)
+        return [chunk.view(shape) for chunk, shape in zip(chunks, shapes)]
     values = unflatten_state(node, buffers)
     if len(values) != count:
         raise ValueError("checkpoint table column has the wrong length")

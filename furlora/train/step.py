@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from furlora.errors import ConfigError
 from furlora.models.conditioning import batch_micro_conditioning
 from furlora.train.encode import BatchEncoder
 from furlora.train.loss import (
@@ -55,12 +56,6 @@ class PreparedBatch:
     inpaint_mask: torch.Tensor | None = None
     hole: torch.Tensor | None = None
     masked_latents: torch.Tensor | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
-def latent_inpaint_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Binary pixel mask [B, 1, H, W] -> latent-size mask [B, 1, h, w], nearest, as the SDXL inpaint pipeline does."""
-    return F.interpolate(mask.float(), size=size, mode="nearest")
 
 
 def unet_input(
@@ -132,7 +127,8 @@ def prepare_batch(
         if masked_keys is not None:
             masked_keys = [{"kind": "blank", "size": list(pixels.shape[-2:])} if bool(f) else k for f, k in zip(full.view(-1), masked_keys)]
         prepared.masked_latents = encoder.latents(masked_pixels, cache=masked_keys is not None, keys=masked_keys)
-        prepared.inpaint_mask = latent_inpaint_mask(pixel_mask, size).to(device)
+        # What the UNet sees: the binary mask resized nearest, as the SDXL inpaint pipeline does.
+        prepared.inpaint_mask = F.interpolate(pixel_mask.float(), size=size, mode="nearest").to(device)
         prepared.hole = to_latent_size(pixel_mask, size).to(device)
     return prepared
 
@@ -235,17 +231,8 @@ def training_loss(
     return StepOutput(loss=terms, regions=regions, hole_share=share)
 
 
-def resolve_prediction_type(setting: str, noise_scheduler: Any) -> str:
-    """'auto' -> the scheduler config's prediction type; otherwise the setting."""
-    if setting == "auto":
-        return str(getattr(noise_scheduler.config, "prediction_type", "epsilon"))
-    return setting
-
-
 def resolve_objective(setting: str, unet_in_channels: int, source: Sequence[str] | str = "model") -> bool:
     """True for the 9-channel inpainting objective. Raises ConfigError when setting and UNet disagree."""
-    from furlora.errors import ConfigError
-
     if setting == "auto":
         return unet_in_channels == 9
     if setting == "inpaint" and unet_in_channels != 9:

@@ -31,7 +31,6 @@ import torch
 from furlora.config import RunConfig
 from furlora.data.buckets import BucketBatchSampler
 from furlora.data.dataset import MaskedDataset
-from furlora.errors import CheckpointError
 from furlora.lora.adapters import LoraAdapters
 from furlora.models.sdxl import SDXLComponents
 from furlora.run_lock import RunLock, acquire_run_lock, hold_run_folder, process_rank
@@ -293,7 +292,7 @@ class Trainer:
         meta = {
             **self.state.checkpoint_meta(),
             "train_seconds": self.elapsed_seconds(),  # the loop's running segment included
-            "stream": {"phase": self.state.phase, **(self.stream.state_dict() if self.stream else {"epoch": 0, "position": 0})},
+            "stream": {"phase": self.state.phase, **self.stream.state_dict()},
             "guard": self.run.guard.state_dict(),
             "ema_updates": self.run.ema.updates if self.run.ema is not None else 0,
             "config": self.run.config_dict,
@@ -317,7 +316,6 @@ class Trainer:
         state = None
         if self.is_main:
             clean_stale(self.run.checkpoint_dir)
-        if self.is_main or self.run.world == 1:
             state, skipped = select_checkpoint(self.resume_mode, self.run.checkpoint_dir)
             for note in skipped:
                 logger.warning("skipping damaged checkpoint: %s", note)
@@ -333,21 +331,17 @@ class Trainer:
         if state is None:
             return
         check_compatible(state, self.run.config_dict)
+        # check_compatible made sure the checkpoint has the same tokens, scaler (fp16) and EMA settings.
         self.manager.load_lora_state_dict(state.lora)
         if self.tokens is not None:
-            if "tokens" not in state.training:
-                raise CheckpointError(
-                    f"{state.path}: the checkpoint holds no token embeddings but tokens.enabled is true; "
-                    "resume with the checkpoint's settings or start a new run"
-                )
             self.tokens.load_state_dict(state.training["tokens"])
         self.run.optimizer.load_state_dict(state.training["optimizer"])
         self.run.lr_scheduler.load_state_dict(state.training["lr_scheduler"])
-        if self.run.scaler is not None and "scaler" in state.training:
+        if self.run.scaler is not None:
             self.run.scaler.load_state_dict(state.training["scaler"])
         restore_rng_state(state.training["rng"])
-        if self.run.ema is not None and state.ema is not None:
-            self.run.ema.load_state_dict(state.ema, state.meta.get("ema_updates", 0))
+        if self.run.ema is not None:
+            self.run.ema.load_state_dict(state.ema, state.meta["ema_updates"])
         self.run.guard.load_state_dict(state.meta["guard"])
         self.state.restore(state.meta)
         stream_state = state.meta["stream"]
@@ -395,7 +389,7 @@ class Trainer:
                     num_images=v.num_images, steps=v.image_steps, seed=self.run.config.seed, disabled=self.manager.disabled,
                     prompt_transform=self.tokens.caption_transform if self.tokens is not None else None,
                 )
-            tracker.log(self.global_step, {f"val/{k[4:] or 'loss'}" if k.startswith("val_") else k: v for k, v in entry.items() if k != "step"})
+            tracker.log(self.global_step, {f"val/{k.removeprefix('val_')}": v for k, v in entry.items() if k != "step"})
         self.run.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ the loop
@@ -414,7 +408,10 @@ class Trainer:
             finally:
                 tracker.close()
         except (KeyboardInterrupt, Exception) as exc:
-            self._stop_writer_quietly()  # let a checkpoint being written complete
+            try:  # let a checkpoint being written complete
+                self.writer.wait()
+            except Exception as error:  # noqa: BLE001 - the original error matters more
+                logger.error("checkpoint writer: %s", error)
             oom = out_of_memory(exc, settings, self.state.resolution)
             if oom is not None:
                 raise oom from exc
@@ -506,12 +503,6 @@ class Trainer:
         else:
             why = f"stopped by {decision.signal_name} {where}"
         return f"{why}; checkpoint {checkpoint} in {self.run.checkpoint_dir}; training continues from it when run again"
-
-    def _stop_writer_quietly(self) -> None:
-        try:
-            self.writer.wait()
-        except Exception as exc:  # noqa: BLE001 - the original error matters more
-            logger.error("checkpoint writer: %s", exc)
 
     # ------------------------------------------------------------------ outputs
     def export(self) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -20,7 +21,6 @@ from furlora.train.checkpoint import (
     find_resumable,
     list_checkpoints,
     read_checkpoint,
-    snapshot,
     write_checkpoint,
 )
 from furlora.train.resume import check_compatible, config_differences, config_hash, select_checkpoint
@@ -37,7 +37,7 @@ def _state(step: int, config: dict | None = None) -> CheckpointState:
     return CheckpointState(
         step=step,
         lora={"unet.w.lora_A.weight": torch.randn(2, 3, generator=g)},
-        training=snapshot({"optimizer": opt.state_dict(), "rng": {"torch": torch.get_rng_state()}}),
+        training=copy.deepcopy({"optimizer": opt.state_dict(), "rng": {"torch": torch.get_rng_state()}}),
         meta={"stream": {"epoch": 0, "position": step}, "config": config, "config_hash": config_hash(config)},
     )
 
