@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -100,7 +99,6 @@ class LatentCache:
 
     def __init__(self, directory: str | Path, namespace: str = "latents") -> None:
         self.root = Path(directory) / namespace
-        self.namespace = namespace
         self.hits = 0
         self.misses = 0
 
@@ -164,11 +162,6 @@ class LatentCache:
         value = compute_fn()
         self.put(key_parts, value)
         return value
-
-    def clear(self) -> None:
-        """Delete every entry of this namespace."""
-        if self.root.exists():
-            shutil.rmtree(self.root)
 
     def __len__(self) -> int:
         return sum(1 for _ in self.root.glob("*/*.safetensors")) if self.root.exists() else 0

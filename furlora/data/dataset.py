@@ -133,10 +133,8 @@ class MaskedDataset(torch.utils.data.Dataset):
         self.epoch = int(epoch)
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
-        if isinstance(item, tuple):
-            index, epoch = item
-            return self.sample(int(index), int(epoch))
-        return self.sample(int(item), self.epoch)
+        index, epoch = item if isinstance(item, tuple) else (item, self.epoch)
+        return self.sample(int(index), int(epoch))
 
     # ------------------------------------------------------------------ loading
     def load_arrays(self, index: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -165,13 +163,11 @@ class MaskedDataset(torch.utils.data.Dataset):
             raise IndexError(f"sample index {index} out of range 0..{len(self) - 1}")
         info = self.samples[index]
         s = self.settings
-        variant = self.variant_of(epoch)
+        variant = epoch % s.cache.variants if self.cache_latents else epoch  # the epoch whose draws this one repeats
         image, stack, merged, geometry, colour = self._render(index, variant, augment)
-        if self.cache_latents:
-            slot = 0 if epoch < s.cache.variants else int(sample_rng(self.seed, epoch, index, 3).integers(self.hole_count()))
-            hole, kind = self._hole(index, variant, slot, merged)
-        else:
-            hole, kind = make_inpaint_mask(s.inpaint_mask, merged, sample_rng(self.seed, epoch, index, 1))
+        later_cycle = self.cache_latents and epoch >= s.cache.variants  # cache mode repeats holes of the fixed set
+        slot = int(sample_rng(self.seed, epoch, index, 3).integers(self.hole_count())) if later_cycle else 0
+        hole, kind = self._hole(index, variant, slot, merged)
         caption = info.caption
         if s.captions.dropout > 0 and sample_rng(self.seed, epoch, index, 2).random() < s.captions.dropout:
             caption = ""
@@ -193,10 +189,6 @@ class MaskedDataset(torch.utils.data.Dataset):
             "inpaint_kind": kind,
             "cache_keys": self._cache_keys(info, geometry, colour, hole, caption),
         }
-
-    def variant_of(self, epoch: int) -> int:
-        """The epoch whose augmentation draws ``epoch`` uses (itself unless the cache freezes them)."""
-        return epoch % self.settings.cache.variants if self.cache_latents else epoch
 
     def _render(
         self, index: int, epoch: int, augment: bool = True

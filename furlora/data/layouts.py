@@ -84,6 +84,12 @@ def _key(root: Path, image: Path) -> str:
     return image.relative_to(root).with_suffix("").as_posix()
 
 
+def safe_name(name: str) -> str:
+    """A file-name-safe version of a sample key or variant name (keys may hold '/'): letters, digits
+    and ``-_.@`` are kept, every other character becomes ``_``; an empty name becomes ``sample``."""
+    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name) or "sample"
+
+
 def _record(root: Path, image: Path, settings: DataSettings, problems: list[Problem],
             masks: list[MaskSource] | None = None) -> SampleRecord:
     """The record of ``image`` with ``masks`` and its sidecar caption."""
@@ -301,9 +307,7 @@ def _from_alpha(root: Path, files: list[Path], settings: DataSettings, problems:
 
 def _from_labelme(root: Path, files: list[Path], settings: DataSettings, problems: list[Problem]) -> list[SampleRecord]:
     records = [_record(root, img, settings, problems) for img in files if _is_image(img)]
-    by_stem = {}
-    for rec in records:
-        by_stem.setdefault((rec.image.parent, rec.image.stem), rec)
+    by_stem = {(rec.image.parent, rec.image.stem): rec for rec in reversed(records)}  # the first of duplicates
     _check_duplicates(records, lambda r: r.key, problems, "LabelMe files are paired by stem")
     for f in files:
         if f.suffix.lower() != ".json":

@@ -55,11 +55,7 @@ def prepare_mask(values: np.ndarray, mode: Literal["binary", "grey"] = "binary",
     ``binary``: ``1`` where ``value >= threshold`` else ``0``. ``grey``: the value itself (a weight).
     """
     unit = to_unit_float(values)
-    if mode == "binary":
-        return (unit >= threshold).astype(np.float32)
-    if mode == "grey":
-        return unit
-    raise ValueError(f"mask mode must be 'binary' or 'grey', got {mode!r}")
+    return (unit >= threshold).astype(np.float32) if mode == "binary" else unit
 
 
 def grey_fraction(values: np.ndarray, tolerance: float = 1.0 / 255.0) -> float:

@@ -9,7 +9,6 @@ puts the region panels of all samples on one page with their keys.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from furlora.data.layouts import safe_name
 from furlora.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -110,10 +110,6 @@ def contact_sheet(samples: list[dict[str, Any]], cell: int = 192, columns: int =
     return sheet
 
 
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^\w.-]+", "_", key) or "sample"
-
-
 def write_preview(dataset: Any, out_dir: str | Path, *, limit: int | None = None, epoch: int = 0, augment: bool = False) -> list[Path]:
     """Write ``<key>.png`` four-panel pictures and ``contact_sheet.png`` into ``out_dir``; returns the files.
 
@@ -129,7 +125,7 @@ def write_preview(dataset: Any, out_dir: str | Path, *, limit: int | None = None
         for i in range(count):
             sample = dataset.sample(i, epoch, augment=augment)
             samples.append(sample)
-            path = out / f"{_safe_name(sample['key'])}.png"
+            path = out / f"{safe_name(sample['key'])}.png"
             sample_panels(sample).save(path)
             written.append(path)
             bar.update()

@@ -114,13 +114,13 @@ def plan_geometry(
     bh, bw = bucket
     scale = max(bh / h, bw / w) * zoom
     rh, rw = max(bh, int(round(h * scale))), max(bw, int(round(w * scale)))
-    box = None
+    box: tuple[float | None, ...] = (None, None, None, None)
     if mask_bbox is not None:
         t, l, b, r = rotated_bbox(mask_bbox, size, angle)
         box = (t * rh / h, l * rw / w, b * rh / h, r * rw / w)
     mode = settings.crop if on else "center"
-    top = _offset(rng, rh - bh, box[0] if box else None, box[2] if box else None, bh, mode)
-    left = _offset(rng, rw - bw, box[1] if box else None, box[3] if box else None, bw, mode)
+    top = _offset(rng, rh - bh, box[0], box[2], bh, mode)
+    left = _offset(rng, rw - bw, box[1], box[3], bw, mode)
     hflip = bool(on and settings.hflip > 0 and rng.random() < settings.hflip)
     vflip = bool(on and settings.vflip > 0 and rng.random() < settings.vflip)
     return GeometryParams(original_size=(h, w), angle=angle, resized_size=(rh, rw), crop=(top, left), target_size=(bh, bw), hflip=hflip, vflip=vflip)

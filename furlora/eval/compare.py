@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from furlora.data.layouts import safe_name
 from furlora.errors import EvaluationError
 from furlora.eval.grid import result_grid
 from furlora.eval.image_io import as_array, layout_of, load_mask, match_mask_size, save_png
@@ -145,8 +146,7 @@ def run_comparison(
         "skipped": skipped,
     }
     table_csv, table_json = write_tables(out, rows, extra)
-    title = "furlora inpainting comparison"
-    html_path = write_html(out, title, rows, grids, extra)
+    html_path = write_html(out, "furlora inpainting comparison", rows, grids, extra)
     logger.info("comparison report written to %s", html_path)
     return ComparisonResult(out, rows, summarize(rows), [v.name for v in variants], [g for _, g in grids],
                             table_csv, table_json, html_path, outputs, skipped)
@@ -198,27 +198,17 @@ def _run_all(inpainter: MultiPassInpainter, samples: list[EvalSample], inputs: l
                     rows.append({"sample": sample.key, "seed": seed, "variant": variant.name, **metrics})
                     results.append((variant.name, result, metrics))
                     if settings.report.save_images:
-                        path = out / "images" / _safe(sample.key) / f"{_safe(variant.name)}_s{seed}.png"
+                        path = out / "images" / safe_name(sample.key) / f"{safe_name(variant.name)}_s{seed}.png"
                         outputs[(sample.key, seed, variant.name)] = save_png(path, result.image)
                 if results:
-                    grids.append((f"{sample.key} seed {seed}", _write_grid(results, sample, seed, settings, out)))
+                    grid = result_grid(results[0][1], results, settings.report, f"{sample.key}  seed {seed}")
+                    grids.append((f"{sample.key} seed {seed}", save_png(grid_path(out, sample.key, seed), grid)))
     return rows, grids, outputs, skipped
-
-
-def _write_grid(results: list[tuple[str, InpaintResult, dict[str, float]]], sample: EvalSample, seed: int,
-                settings: EvalSettings, out: Path) -> Path:
-    image = result_grid(results[0][1], results, settings.report, f"{sample.key}  seed {seed}")
-    return save_png(grid_path(out, sample.key, seed), image)
 
 
 def grid_path(report_dir: Path, sample_key: str, seed: int) -> Path:
     """Where a comparison report keeps the grid of one sample and seed."""
-    return report_dir / "grids" / f"{_safe(sample_key)}_s{seed}.png"
-
-
-def _safe(name: str) -> str:
-    """A file-name-safe version of a sample key or variant name (keys may hold '/')."""
-    return "".join(c if c.isalnum() or c in "-_.@" else "_" for c in name)
+    return report_dir / "grids" / f"{safe_name(sample_key)}_s{seed}.png"
 
 
 def inpaint_one(model: Any, image: Any, mask: Any, out: str | os.PathLike[str], *, prompt: str | None = None,

@@ -59,9 +59,7 @@ def zoom_centres(seam_mask: np.ndarray, count: int) -> list[tuple[int, int]]:
     """Up to ``count`` (row, col) points on the mask border, spread by angle around its centroid."""
     if count <= 0 or not seam_mask.any() or seam_mask.all():
         return []
-    rows, cols = np.nonzero(border(seam_mask))
-    if rows.size == 0:
-        return []
+    rows, cols = np.nonzero(border(seam_mask))  # not empty: some mask pixel has a 4-neighbour outside
     cy, cx = rows.mean(), cols.mean()
     angles = np.arctan2(rows - cy, cols - cx)
     centres = []
@@ -127,12 +125,10 @@ def render_grid(columns: list[Column], seam_mask: np.ndarray, cell: int, zoom_cr
         for k, line in enumerate(column.caption):
             draw.text((x, y0 + line_h * (k + 1)), line, fill=(180, 180, 180), font=small)
         canvas.paste(_to_cell(column.image, cell), (x, head))
-        for top, left, bottom, right in boxes:  # where the zooms come from
+        for r, (top, left, bottom, right) in enumerate(boxes):  # each zoom below, and where it comes from
             draw.rectangle([x + left * scale, head + top * scale, x + right * scale - 1, head + bottom * scale - 1],
                            outline=CROP_LINE)
-        for r, (top, left, bottom, right) in enumerate(boxes):
-            crop = column.image[top:bottom, left:right]
-            canvas.paste(_to_cell(crop, cell), (x, head + thumb_h + pad + r * (cell + pad)))
+            canvas.paste(_to_cell(column.image[top:bottom, left:right], cell), (x, head + thumb_h + pad + r * (cell + pad)))
     return np.asarray(canvas)
 
 

@@ -114,13 +114,10 @@ def restore_layout(original: np.ndarray, layout: Layout, rgb: np.ndarray, change
     if layout.scale != 1.0:
         values = np.rint(values * layout.scale)
     values = values.astype(layout.dtype)
-    if layout.channels == 1:
-        if out.ndim == 3:
-            out[changed, 0] = values
-        else:
-            out[changed] = values
+    if out.ndim == 2:
+        out[changed] = values
     else:
-        out[changed, :3] = values
+        out[changed, :3] = values.reshape(len(values), -1)  # [N, 1] (grey) or [N, 3]
     return out
 
 
@@ -133,19 +130,16 @@ def load_mask(mask: Any, what: str = "mask") -> np.ndarray:
     array = as_array(mask, what)
     if array.dtype == bool:
         array = array.astype(np.float32)
+    dtype = array.dtype
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
     if array.ndim == 3 and array.shape[2] in (3, 4):
         colour = array[:, :, :3]
-        if array.shape[2] == 4 and float(colour.max()) == float(colour.min()):
-            array = array[:, :, 3]
-        else:
-            scale = original_dtype_scale(array.dtype)
-            return _check_mask_values((colour.astype(np.float32) @ LUMA) / np.float32(scale), what)
+        constant = array.shape[2] == 4 and float(colour.max()) == float(colour.min())
+        array = array[:, :, 3] if constant else colour.astype(np.float32) @ LUMA
     if array.ndim != 2:
         raise EvaluationError(f"{what}: expected a single-channel mask [H, W], got shape {array.shape}")
-    scale = original_dtype_scale(array.dtype)
-    return _check_mask_values(array.astype(np.float32) / np.float32(scale), what)
+    return _check_mask_values(array.astype(np.float32) / np.float32(original_dtype_scale(dtype)), what)
 
 
 def original_dtype_scale(dtype: np.dtype) -> float:

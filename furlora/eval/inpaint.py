@@ -284,7 +284,7 @@ class _Run:
             p = self.passes[i]
             cells = cell_mask(region.to_work(region.cut(self.weights[i]), is_weight=True), factor)
             seed = pass_seed(p, self.seed, i)
-            known = x0
+            known = None
             if pipe.unet.config.in_channels == 9 and (done & ~cells).any():
                 # Cells repainted by earlier passes of the chain lie outside this pass's hole: the
                 # 9-channel UNet must see them as they are now, not as at the segment start.
@@ -297,7 +297,7 @@ class _Run:
                 generated = region.from_work(decode_latents(pipe, latents))
                 blend = union_weight([region.cut(self.weights[j]) for j in indices[: n + 1]])
                 image = canvas.copy()
-                image[region.top : region.bottom, region.left : region.right] = composite(start, generated, blend)
+                region.cut(image)[...] = composite(start, generated, blend)
             self._record(i, [seed], [region.box], (region.work_height, region.work_width), image)
         return image
 
@@ -308,7 +308,7 @@ class _Run:
         size = p.working_resolution or self.owner.model_resolution
         weight = self.weights[i]
         generated = canvas.copy()  # the pass's generated content, tiles ramped into each other
-        seeds, boxes = [], []
+        seeds = []
         tiles = tile_regions(weight, size, min(p.tile_overlap, size // 2))
         for t, (region, ramp_top, ramp_left) in enumerate(tiles):
             start = composite(region.cut(canvas), region.cut(generated), region.cut(weight))
@@ -319,13 +319,12 @@ class _Run:
             latents = self._denoise(pipe, p, encode_latents(pipe, x0), x0, cells, seed)
             tile_out = region.from_work(decode_latents(pipe, latents))
             ramp = tile_ramp(region.height, region.width, ramp_top, ramp_left)
-            view = generated[region.top : region.bottom, region.left : region.right]
+            view = region.cut(generated)
             view[...] = ramp[..., None] * tile_out + (1.0 - ramp[..., None]) * view
             seeds.append(seed)
-            boxes.append(region.box)
         result = composite(canvas, generated, weight)
         work = (size, size) if not tiles else (tiles[-1][0].work_height, tiles[-1][0].work_width)
-        self._record(i, seeds, boxes, work, result)
+        self._record(i, seeds, [region.box for region, _, _ in tiles], work, result)
         return result
 
     def _record(self, i: int, seeds: list[int], boxes: list[tuple[int, int, int, int]], work: tuple[int, int],
@@ -349,9 +348,8 @@ class _Run:
         if pipe.unet.config.in_channels == 9:
             # The 9-channel UNet sees the image with the hole at 0 in [-1, 1] (0.5 in [0, 1]);
             # passes with the same cells on the same start image share one VAE encode.
-            known = x0 if known is None else known
             hole = mask_px[..., None]
-            if known is not x0:
+            if known is not None:
                 kwargs["masked_image_latents"] = encode_latents(pipe, known * (1.0 - hole) + 0.5 * hole)
             else:
                 key = (id(pipe), cells.tobytes())

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from furlora.errors import EvaluationError, FurloraError, format_problems
 from furlora.eval.settings import EvalSettings
@@ -116,8 +116,9 @@ def _examples(items: list[str]) -> str:
     return shown + (f"; ... ({len(items) - _LISTED} more)" if len(items) > _LISTED else "")
 
 
-def read_lora_file(path: str | os.PathLike[str], modules: dict[str, Any], taken: set[str] | None = None) -> tuple[LoraFile, Any]:
-    """Read and check one LoRA file against ``modules``; returns its :class:`LoraFile` and weights."""
+def read_lora_file(path: str | os.PathLike[str], modules: dict[str, Any], taken: set[str]) -> tuple[LoraFile, Any]:
+    """Read and check one LoRA file against ``modules``; returns its :class:`LoraFile` (adapter
+    name not in ``taken``) and weights."""
     from furlora.lora.formats import load_lora_file
 
     file = Path(path).expanduser()
@@ -133,27 +134,29 @@ def read_lora_file(path: str | os.PathLike[str], modules: dict[str, Any], taken:
     except FurloraError as exc:
         raise EvaluationError(str(exc)) from None
     check_lora_fit(weights, modules, str(file))
-    info = LoraFile(file, adapter_name(file, taken or set()), weights.format, tuple(weights.components()),
+    info = LoraFile(file, adapter_name(file, taken), weights.format, tuple(weights.components()),
                     len(weights.module_keys()))
     return info, weights
 
 
-def check_lora_files(paths: list[str | os.PathLike[str]], modules: dict[str, Any]) -> list[LoraFile]:
-    """Check every file (all problems reported together) before anything loads."""
+def check_lora_files(paths: list[str | os.PathLike[str]], modules: dict[str, Any],
+                     taken: Iterable[str] = ()) -> list[tuple[LoraFile, Any]]:
+    """Read and check every file (all problems reported together) before anything loads; returns
+    each file's :class:`LoraFile` and weights (adapter names unique, and not in ``taken``)."""
     problems: list[str] = []
-    infos: list[LoraFile] = []
-    taken: set[str] = set()
+    checked: list[tuple[LoraFile, Any]] = []
+    taken = set(taken)
     for path in paths:
         try:
-            info, _ = read_lora_file(path, modules, taken)
+            info, weights = read_lora_file(path, modules, taken)
         except FurloraError as exc:
             problems.append(str(exc))
             continue
         taken.add(info.adapter)
-        infos.append(info)
+        checked.append((info, weights))
     if problems:
         raise EvaluationError(problems[0] if len(problems) == 1 else format_problems("bad LoRA files", problems))
-    return infos
+    return checked
 
 
 def pipeline_modules(pipeline: Any) -> dict[str, Any]:
@@ -172,26 +175,20 @@ def load_loras(pipeline: Any, paths: list[str | os.PathLike[str]]) -> list[LoraF
 
     from furlora.lora.formats import save_diffusers_lora
 
-    modules = pipeline_modules(pipeline)
-    check_lora_files(paths, modules)  # every problem of every file first
-    infos: list[LoraFile] = []
-    taken = set(_loaded_adapters(pipeline))
+    checked = check_lora_files(paths, pipeline_modules(pipeline), _loaded_adapters(pipeline))  # every problem first
     with tempfile.TemporaryDirectory(prefix="furlora-lora-") as tmp:
-        for path in paths:
-            info, weights = read_lora_file(path, modules, taken)
-            taken.add(info.adapter)
+        for info, weights in checked:
             converted = save_diffusers_lora(Path(tmp) / f"{info.adapter}.safetensors", weights)
             try:
                 pipeline.load_lora_weights(str(converted), adapter_name=info.adapter, use_safetensors=True)
             except (ValueError, RuntimeError, KeyError) as exc:
                 raise EvaluationError(f"{info.path}: diffusers could not load this LoRA: {exc}") from None
             _check_loaded(pipeline, info)
-            infos.append(info)
             logger.info("loaded LoRA %s (%s format, %d modules, %s) as adapter %r", info.path, info.format,
                         info.modules, "+".join(info.components), info.adapter)
-    if infos:
+    if checked:
         pipeline.disable_lora()
-    return infos
+    return [info for info, _ in checked]
 
 
 def _check_loaded(pipeline: Any, info: LoraFile) -> None:

@@ -22,13 +22,10 @@ def check_refiner_folder(path: str | os.PathLike[str]) -> Path:
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise EvaluationError(f"eval.refiner: refiner folder {folder} does not exist")
-    problems = []
-    for name in REFINER_COMPONENTS:
-        if not (folder / name).is_dir():
-            problems.append(f"missing component folder {folder / name}")
-    for name in ("unet", "vae", "text_encoder_2"):
-        if (folder / name).is_dir() and not any((folder / name).glob("*.safetensors")):
-            problems.append(f"{folder / name}: no .safetensors weights (pickle files are not loaded)")
+    problems = [f"missing component folder {folder / name}" for name in REFINER_COMPONENTS if not (folder / name).is_dir()]
+    problems += [f"{sub}: no .safetensors weights (pickle files are not loaded)"
+                 for sub in (folder / "unet", folder / "vae", folder / "text_encoder_2")
+                 if sub.is_dir() and not any(sub.glob("*.safetensors"))]
     if not problems:
         unet = json.loads((folder / "unet" / "config.json").read_text(encoding="utf-8"))
         te2 = json.loads((folder / "text_encoder_2" / "config.json").read_text(encoding="utf-8"))

@@ -29,10 +29,6 @@ ALL = "all"
 BASE = OFF.name
 
 
-def _key(region: str, metric: str) -> str:
-    return metric if region == ALL else f"region/{region}/{metric}"
-
-
 def region_names(rows: list[dict[str, Any]]) -> list[str]:
     """``all`` followed by every region that has metrics in ``rows``, in first-seen order."""
     names: dict[str, None] = {}
@@ -50,10 +46,11 @@ def variants_of(rows: list[dict[str, Any]]) -> list[str]:
 def region_table(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
     """region -> metric -> variant -> mean over images and seeds (non-finite values left out)."""
     table: dict[str, dict[str, dict[str, float]]] = {}
+    variants = variants_of(rows)
     for region in region_names(rows):
         for metric, _, _ in REGION_METRICS:
-            key = _key(region, metric)
-            means = {v: finite_mean([float(r[key]) for r in rows if r["variant"] == v and key in r]) for v in variants_of(rows)}
+            key = metric if region == ALL else f"region/{region}/{metric}"
+            means = {v: finite_mean([float(r[key]) for r in rows if r["variant"] == v and key in r]) for v in variants}
             if any(math.isfinite(m) for m in means.values()):
                 table.setdefault(region, {})[metric] = means
     return table

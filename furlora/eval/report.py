@@ -43,13 +43,14 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             for variant in dict.fromkeys(r["variant"] for r in rows)}
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """JSON-safe: nan becomes None, +-inf "inf" / "-inf", inside dicts and lists too."""
     if isinstance(value, float) and not math.isfinite(value):
         return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -64,15 +65,13 @@ def write_tables(out_dir: Path, rows: list[dict[str, Any]], extra: dict[str, Any
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
     json_path = out_dir / "metrics.json"
     payload = {"rows": rows, "summary": summarize(rows), **extra}
-    json_path.write_text(json.dumps(_json_safe(payload), indent=2), encoding="utf-8")
+    json_path.write_text(json.dumps(json_safe(payload), indent=2), encoding="utf-8")
     return csv_path, json_path
 
 
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        return f"{value:.4g}"
+        return "–" if math.isnan(value) else f"{value:.4g}"
     return html.escape(str(value))
 
 
@@ -109,8 +108,7 @@ def write_html(out_dir: Path, title: str, rows: list[dict[str, Any]], grids: lis
     summary = summarize(rows)
     main = [m for m in MAIN_METRICS if any(m in r for r in rows)]
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"]
-    parts.append(f"<p class='note'>{_GUIDE}</p>")
+             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>", f"<p class='note'>{_GUIDE}</p>"]
     parts.append(f"<p>Model: <code>{html.escape(str(extra.get('model', '')))}</code>; LoRA files: "
                  f"<code>{html.escape(', '.join(extra.get('loras', [])) or 'none')}</code>; "
                  + (f"embeddings <code>{html.escape(', '.join(extra['embeddings']))}</code> (tokens "
@@ -119,10 +117,9 @@ def write_html(out_dir: Path, title: str, rows: list[dict[str, Any]], grids: lis
                  + "seeds "
                  f"<code>{html.escape(str(extra.get('seeds', '')))}</code>. "
                  "Tables: <a href='metrics.csv'>metrics.csv</a>, <a href='metrics.json'>metrics.json</a>.</p>")
-    passes = extra.get("passes", [])
-    if passes:
-        keys = ["strength", "steps", "guidance_scale", "grow", "feather", "crop_to_mask", "tile", "refiner"]
-        parts.append("<h2>Passes</h2>" + _table(["pass"] + keys, [[i] + [p.get(k) for k in keys] for i, p in enumerate(passes)]))
+    keys = ["strength", "steps", "guidance_scale", "grow", "feather", "crop_to_mask", "tile", "refiner"]
+    passes = [[i] + [p[k] for k in keys] for i, p in enumerate(extra["passes"])]  # eval.passes is never empty
+    parts.append("<h2>Passes</h2>" + _table(["pass"] + keys, passes))
     parts.append("<h2>Mean per variant</h2>" + _table(["variant"] + main, [[v] + [s.get(m, float("nan")) for m in main]
                                                                              for v, s in summary.items()]))
     if any(r["variant"] != BASE for r in rows) and any(r["variant"] == BASE for r in rows):

@@ -98,8 +98,8 @@ class PassSettings(Settings):
 
     @property
     def denoising_steps(self) -> int:
-        """Steps the pass actually runs (diffusers: int(steps * strength))."""
-        return min(int(self.steps * self.strength), self.steps)
+        """Steps the pass actually runs (diffusers: int(steps * strength); strength <= 1)."""
+        return int(self.steps * self.strength)
 
 
 def default_passes() -> list[PassSettings]:

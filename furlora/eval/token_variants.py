@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import torch
 from furlora.errors import EvaluationError, FurloraError, format_problems
 from furlora.eval.lora_variants import Variant, pipeline_modules
 from furlora.models.pooling import pool_at_first_eos
+from furlora.tokens.settings import vector_token_names
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class EmbeddingInfo:
 
     def token_names(self) -> list[str]:
         """Every token string the file adds: ``[token, token_1, ..., token_{N-1}]``."""
-        return [self.token] + [f"{self.token}_{i}" for i in range(1, self.num_vectors)]
+        return vector_token_names(self.token, self.num_vectors)
 
 
 def embedding_widths(modules: dict[str, Any]) -> dict[str, int]:
@@ -147,8 +148,6 @@ def _present_rows(pipeline: Any, names: list[str]) -> tuple[torch.Tensor, torch.
 
 def token_variants(variants: Sequence[Variant]) -> list[Variant]:
     """The token twin of each variant, in the same order: ``off`` -> ``token``, ``fur@1`` -> ``fur@1+token``."""
-    from dataclasses import replace
-
     return [replace(v, name=TOKEN_ONLY if v.is_off else v.name + TOKEN_SUFFIX, tokens=True) for v in variants]
 
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
 
+from furlora.data.layouts import safe_name
 from furlora.errors import EvaluationError
 from furlora.eval.grid import result_grid
 from furlora.eval.image_io import save_png
 from furlora.eval.inpaint import MultiPassInpainter
+from furlora.eval.report import json_safe
 from furlora.eval.samples import EvalSample, samples_from_dataset
 from furlora.eval.settings import EvalSettings
 from furlora.train.settings import ValidationSettings
@@ -94,22 +95,9 @@ class ValidationImages:
         grids = []
         for key, result, outputs in rows:
             image = result_grid(result, outputs, self.settings.report, f"step {step}", input_title=key)
-            grids.append(str(save_png(out / f"step_{step:06d}_{_safe(key)}.png", image)))
-        (out / f"step_{step:06d}.json").write_text(json.dumps(_finite(entry), indent=2), encoding="utf-8")
+            grids.append(str(save_png(out / f"step_{step:06d}_{safe_name(key)}.png", image)))
+        (out / f"step_{step:06d}.json").write_text(json.dumps(json_safe(entry), indent=2), encoding="utf-8")
         entry["grids"] = grids
         self.history.append(entry)
         logger.info("validation images of step %d written to %s", step, out)
         return entry
-
-
-def _safe(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-
-
-def _finite(value: Any) -> Any:
-    """JSON-safe: non-finite floats become None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value

@@ -112,7 +112,7 @@ def test_lora_files_are_checked_before_any_weight_loads(tiny_sdxl, tmp_path, lor
 
     modules = build_meta_sdxl(str(tiny_sdxl), ("unet", "text_encoder", "text_encoder_2"))
     assert next(modules["unet"].parameters()).device.type == "meta"
-    infos = check_lora_files([lora_files["diffusers"], lora_files["kohya"]], modules)
+    infos = [info for info, _ in check_lora_files([lora_files["diffusers"], lora_files["kohya"]], modules)]
     assert [i.modules for i in infos] == [infos[0].modules] * 2 and infos[0].modules > 10
     pickle = tmp_path / "lora.ckpt"
     pickle.write_bytes(b"\x80\x04fake pickle")
