@@ -70,10 +70,8 @@ class LoraAdapters:
         self.model_name = model_name
         self.components: dict[str, nn.Module] = {c: components[c] for c in settings.enabled_components()}
         self._exact_targets = dict(targets or {})
-        self._selections: dict[str, TargetSelection] | None = None
         self._layers: dict[str, dict[str, nn.Module]] = {}
         """component -> canonical module name (text_model. included for text encoders) -> peft LoRA layer."""
-        self._coverage: CoverageReport | None = None
         self._scales = {c: 1.0 for c in self.components}
         self._enabled = {c: True for c in self.components}
         self._merged = {c: False for c in self.components}
@@ -82,27 +80,18 @@ class LoraAdapters:
 
     def select(self) -> dict[str, TargetSelection]:
         """Select targets on every enabled component (no model change); all problems in one TargetError."""
-        if self._selections is None:
-            selections, problems = {}, []
-            for name, module in self.components.items():
-                try:
-                    section = self.settings.component(name)
-                    exact = self._exact_targets.get(name)
-                    selections[name] = (select_targets(name, module, section) if exact is None
-                                        else exact_selection(name, module, section, list(exact)))
-                except TargetError as exc:
-                    problems.append(str(exc))
-            if problems:
-                raise TargetError("\n".join(problems))
-            self._selections = selections
-        return self._selections
-
-    def coverage_report(self) -> CoverageReport:
-        """What :meth:`apply` hooks (or hooked), per component and block, without changing the model."""
-        if self._coverage is not None:
-            return self._coverage
-        return CoverageReport(self.model_name, {name: component_coverage(selection, type(self.components[name]).__name__)
-                                                for name, selection in self.select().items()})
+        selections, problems = {}, []
+        for name, module in self.components.items():
+            try:
+                section = self.settings.component(name)
+                exact = self._exact_targets.get(name)
+                selections[name] = (select_targets(name, module, section) if exact is None
+                                    else exact_selection(name, module, section, list(exact)))
+            except TargetError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise TargetError("\n".join(problems))
+        return selections
 
     @property
     def applied(self) -> bool:
@@ -116,7 +105,8 @@ class LoraAdapters:
         if self.applied:
             raise TargetError("LoRA was already applied by this manager; a module is never wrapped twice")
         selections = self.select()
-        report = self.coverage_report()
+        report = CoverageReport(self.model_name, {name: component_coverage(selection, type(self.components[name]).__name__)
+                                                  for name, selection in selections.items()})
         for index, (name, module) in enumerate(self.components.items()):
             module.requires_grad_(False)  # before injecting: only LoRA weights may train
             self._layers[name] = self._inject(name, module, selections[name], index)
@@ -125,7 +115,6 @@ class LoraAdapters:
             if actual != cov.parameters:
                 raise TargetError(f"{name}: peft created {actual} LoRA parameters, the coverage report expected "
                                   f"{cov.parameters}; please report this")
-        self._coverage = report
         logger.info("LoRA applied: %s", ", ".join(f"{c.component} {c.hooked} modules (r={c.rank}, alpha={c.alpha:g})"
                                                   for c in report.components.values()))
         return report
@@ -207,7 +196,7 @@ class LoraAdapters:
         given; otherwise it has no ``lr`` key and the optimizer's base rate applies.
         """
         groups = []
-        for name in self._components(None):
+        for name in self.components:
             group: dict[str, Any] = {"name": name, "params": self.trainable_parameters(name)}
             lr = self.settings.component(name).learning_rate
             lr = base_lr if lr is None else lr
@@ -216,15 +205,12 @@ class LoraAdapters:
             groups.append(group)
         return groups
 
-    def _base_parameters(self) -> dict[str, nn.Parameter]:
-        lora_ids = {id(p) for p in self.trainable_parameters()}
-        return {f"{c}.{n}": p for c, m in self.components.items()
-                for n, p in m.named_parameters() if id(p) not in lora_ids}
-
     def check_gradient_flow(self, loss: torch.Tensor | Callable[[], torch.Tensor]) -> GradientFlowReport:
         """One backward pass of ``loss``: report LoRA weights without gradient and base weights with one."""
-        self._require_applied()
-        return check_gradient_flow(self.named_lora_parameters(), self._base_parameters(), loss)
+        lora = self.named_lora_parameters()
+        lora_ids = {id(p) for p in lora.values()}
+        base = {f"{c}.{n}": p for c, m in self.components.items() for n, p in m.named_parameters() if id(p) not in lora_ids}
+        return check_gradient_flow(lora, base, loss)
 
     # ------------------------------------------------------------------ control
 
@@ -293,10 +279,6 @@ class LoraAdapters:
         self._require_applied()
         return {f"{c}.{m}": float(self.settings.component(c).alpha) for c in self._layers for m in self._layers[c]}
 
-    def lora_weights(self, metadata: dict[str, str] | None = None) -> LoraWeights:
-        """The current LoRA as :class:`LoraWeights` (tensors, alphas, metadata)."""
-        return LoraWeights(self.lora_state_dict(), self.alphas(), dict(metadata or {}), "memory")
-
     def expected_modules(self) -> dict[str, ExpectedModule]:
         """Module key -> tensor shapes, rank and alpha a loaded file must have."""
         expected = {}
@@ -315,7 +297,7 @@ class LoraAdapters:
         A plain state dict is taken to carry the configured alphas.
         """
         self._require_applied()
-        weights = state if isinstance(state, LoraWeights) else LoraWeights(dict(state), self.alphas(), {}, "memory")
+        weights = state if isinstance(state, LoraWeights) else LoraWeights(dict(state), self.alphas())
         check_fit(weights, self.expected_modules(), source)
         params = self.named_lora_parameters()
         with torch.no_grad():
@@ -336,12 +318,11 @@ class LoraAdapters:
         anything else); the LoRA settings are always recorded.
         """
         self._require_applied()
-        header: dict[str, Any] = {
-            "furlora.lora_settings": {c: self.settings.component(c).model_dump(mode="json") for c in self.components},
-        }
-        header.update(metadata or {})
+        header = {"furlora.lora_settings": {c: self.settings.component(c).model_dump(mode="json") for c in self.components},
+                  **(metadata or {})}
+        weights = LoraWeights(self.lora_state_dict(), self.alphas())
         try:
-            return save_lora_file(path, self.lora_weights(), format, header,  # type: ignore[arg-type]
+            return save_lora_file(path, weights, format, header,  # type: ignore[arg-type]
                                   dtype or self.settings.save_dtype, self._layers_per_block())
         except FurloraError:
             raise

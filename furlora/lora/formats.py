@@ -47,8 +47,8 @@ def listed(keys: list[str], limit: int = _MAX_LISTED) -> str:
 
 # ----------------------------------------------------------------------------- writing
 
-def _header(weights: LoraWeights, metadata: dict[str, Any] | None) -> dict[str, str]:
-    """Metadata common to both formats; ``metadata`` (training info) overrides the defaults."""
+def _header(weights: LoraWeights, metadata: dict[str, Any] | None, fmt: SaveFormat) -> dict[str, str]:
+    """Metadata common to both formats; ``metadata`` (training info) overrides the defaults, not ``fmt``."""
     summary = weights.summary()
     header = {
         "ss_base_model_version": SDXL_BASE_VERSION,
@@ -60,6 +60,7 @@ def _header(weights: LoraWeights, metadata: dict[str, Any] | None) -> dict[str, 
     }
     for key, value in (metadata or {}).items():
         header[str(key)] = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    header["furlora.lora_format"] = fmt
     return header
 
 
@@ -121,8 +122,7 @@ def save_diffusers_lora(path: str | Path, weights: LoraWeights, metadata: dict[s
         raise LoraFormatError(f"cannot save non-LoRA keys: {listed(unknown)}")
     config = {f"{c}.{key}": value for c in weights.components() for key, value in adapter_metadata(weights, c).items()}
     header = {"format": "pt", ADAPTER_METADATA_KEY: json.dumps(config, indent=2, sort_keys=True, default=str)}
-    header.update(_header(weights, metadata))
-    header["furlora.lora_format"] = "diffusers"
+    header.update(_header(weights, metadata, "diffusers"))
     return _write_atomic(Path(path), weights.tensors, header)
 
 
@@ -156,8 +156,7 @@ def save_kohya_lora(path: str | Path, weights: LoraWeights, metadata: dict[str, 
     if convs:
         conv = convs[0]
         header["ss_network_args"] = json.dumps({"conv_dim": str(weights.rank(conv)), "conv_alpha": f"{weights.alpha(conv):g}"})
-    header.update(_header(weights, metadata))
-    header["furlora.lora_format"] = "kohya"
+    header.update(_header(weights, metadata, "kohya"))
     return _write_atomic(Path(path), tensors, header)
 
 

@@ -150,8 +150,6 @@ def kohya_module_name(component: str, module: str, layers_per_block: int = 2) ->
             return KOHYA_PREFIX[component] + unet_to_sgm(module, layers_per_block).replace(".", "_")
         except ValueError as exc:
             raise LoraFormatError(f"cannot write unet module {module!r} in kohya format: {exc}") from None
-    if component not in KOHYA_PREFIX:
-        raise LoraFormatError(f"unknown component {component!r}")
     return KOHYA_PREFIX[component] + module.replace(".", "_")
 
 
@@ -185,11 +183,8 @@ def parse_kohya_module_name(stem: str, layers_per_block: int = 2) -> tuple[str, 
 
 def check_sdxl_module(component: str, module: str, layers_per_block: int = 2) -> None:
     """Raise ValueError unless ``module`` (diffusers name; text encoders with ``text_model.``) is a
-    module of SDXL's ``component``."""
+    module of SDXL's ``component`` (one of furlora.lora.settings.COMPONENTS)."""
     if component == "unet":
         unet_to_sgm(module, layers_per_block)
-    elif component in ("text_encoder", "text_encoder_2"):
-        if not _TEXT_MODULE.fullmatch(module):
-            raise ValueError(f"{module!r} is not a CLIP text-encoder module")
-    else:
-        raise ValueError(f"unknown component {component!r}")
+    elif not _TEXT_MODULE.fullmatch(module):
+        raise ValueError(f"{module!r} is not a CLIP text-encoder module")

@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from furlora.models.settings import Precision
 from furlora.settings_base import Settings
 
 #: Presets per component kind; the module lists live in furlora.lora.targets.
@@ -28,7 +29,6 @@ TEXT_ENCODER_PRESETS: tuple[str, ...] = ("attn", "attn-mlp")
 COMPONENTS: tuple[str, ...] = ("unet", "text_encoder", "text_encoder_2")
 
 SaveFormat = Literal["diffusers", "kohya"]
-SaveDtype = Literal["fp32", "fp16", "bf16"]
 
 
 class ComponentLoraSettings(Settings):
@@ -133,7 +133,7 @@ class LoraSettings(Settings):
         min_length=1,
         description="File formats written at each save: diffusers (load_lora_weights) and/or kohya (ComfyUI, A1111).",
     )
-    save_dtype: SaveDtype = Field("fp32", description="dtype of the saved LoRA tensors (fp16 halves the file size).")
+    save_dtype: Precision = Field("fp32", description="dtype of the saved LoRA tensors (fp16 halves the file size).")
 
     def component(self, name: str) -> ComponentLoraSettings:
         """The settings section of component ``name`` (unet, text_encoder, text_encoder_2)."""

@@ -240,12 +240,6 @@ def _supported(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
-def _has_lora_layers(root: nn.Module) -> bool:
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return any(isinstance(m, BaseTunerLayer) for m in root.modules())
-
-
 def block_names(component: str, infos: list[ModuleInfo]) -> list[str]:
     """Valid block selectors to suggest: top-level groups, stages and report blocks."""
     names: set[str] = set()
@@ -265,7 +259,9 @@ def select_targets(component: str, root: nn.Module, settings: ComponentLoraSetti
     Raises :class:`TargetError` listing every preset, block selector or pattern that matches
     nothing, with the valid block names, and when the model already carries LoRA layers.
     """
-    if _has_lora_layers(root):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    if any(isinstance(m, BaseTunerLayer) for m in root.modules()):
         raise TargetError(
             f"{component} already has peft/LoRA layers; furlora never wraps a module twice. "
             "Load a fresh model (or remove the existing adapter) before applying LoRA."

@@ -21,7 +21,8 @@ from typing import Any, Iterator
 
 import torch
 
-COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+from furlora.lora.settings import COMPONENTS
+
 SUFFIXES = (".lora_A.weight", ".lora_B.weight", ".lora_magnitude_vector")
 
 

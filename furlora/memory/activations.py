@@ -80,8 +80,6 @@ def _attention_setup(module: nn.Module, attention: str) -> None:
         module.set_attn_processor(AttnProcessor())
     elif attention == "sliced":
         module.set_attention_slice("auto")
-    elif attention != "sdpa":
-        raise ValueError(f"unknown attention {attention!r} (use sdpa, sliced or math)")
 
 
 def _modes(tracker: LiveBytes, autocast: str | None) -> contextlib.ExitStack:
@@ -93,7 +91,9 @@ def _modes(tracker: LiveBytes, autocast: str | None) -> contextlib.ExitStack:
     return stack
 
 
-def _unet_inputs(architecture: str, height: int, width: int, batch: int, dtype: torch.dtype) -> dict:
+def _unet_inputs(architecture: str, height: int, width: int, batch: int, weight_dtype: str, autocast: str | None) -> dict:
+    """Meta-device UNet inputs; float32 under autocast or with fp32 weights, else the weights' dtype."""
+    dtype = torch.float32 if autocast or weight_dtype == "fp32" else DTYPES[weight_dtype]
     config = component_configs(architecture)["unet"]
     scale, _ = latent_geometry(architecture)
     h, w = height // scale, width // scale
@@ -142,8 +142,7 @@ def unet_training_step(spec: StepSpec) -> ActivationEstimate:
     if spec.gradient_checkpointing:
         unet.enable_gradient_checkpointing()
     unet.train()
-    input_dtype = torch.float32 if spec.autocast or spec.weight_dtype == "fp32" else DTYPES[spec.weight_dtype]
-    inputs = _unet_inputs(spec.architecture, spec.height, spec.width, spec.batch, input_dtype)
+    inputs = _unet_inputs(spec.architecture, spec.height, spec.width, spec.batch, spec.weight_dtype, spec.autocast)
     if spec.text_requires_grad:
         inputs["encoder_hidden_states"].requires_grad_(True)
         inputs["added_cond_kwargs"]["text_embeds"].requires_grad_(True)
@@ -152,11 +151,10 @@ def unet_training_step(spec: StepSpec) -> ActivationEstimate:
         weights = torch.empty(spec.batch, 1, *inputs["sample"].shape[2:], dtype=torch.float32)
     tracker = LiveBytes([*_resident(unet), *_all_tensors(inputs), target, weights])
     with _modes(tracker, spec.autocast):
+        base = None
         if spec.prior_preservation:
             with torch.no_grad():
                 base = unet(**inputs, return_dict=False)[0].float()
-        else:
-            base = None
         prediction = unet(**inputs, return_dict=False)[0]
         error = (prediction.float() - target) ** 2
         loss = (error * weights).sum() / weights.sum()
@@ -178,8 +176,7 @@ def unet_inference_peak(architecture: str, height: int, width: int, batch: int, 
     """Peak bytes of one no-grad UNet forward (sampling: batch = 2 x images for CFG)."""
     unet = meta_component(architecture, "unet", weight_dtype).eval()
     _attention_setup(unet, attention)
-    dtype = torch.float32 if autocast or weight_dtype == "fp32" else DTYPES[weight_dtype]
-    inputs = _unet_inputs(architecture, height, width, batch, dtype)
+    inputs = _unet_inputs(architecture, height, width, batch, weight_dtype, autocast)
     tracker = LiveBytes([*_resident(unet), *_all_tensors(inputs)])
     with _modes(tracker, autocast), torch.no_grad():
         out = unet(**inputs, return_dict=False)[0]
@@ -199,12 +196,7 @@ def vae_peak(architecture: str, height: int, width: int, batch: int, dtype: str,
             x = torch.empty(batch, channels, height // scale, width // scale, dtype=DTYPES[dtype])
     tracker = LiveBytes([*_resident(vae), x])
     with _modes(tracker, None), torch.no_grad():
-        if mode == "encode":
-            out = vae.encode(x).latent_dist.mean.float()
-        elif mode == "decode":
-            out = vae.decode(x).sample
-        else:
-            raise ValueError(f"unknown VAE mode {mode!r} (use encode or decode)")
+        out = vae.encode(x).latent_dist.mean.float() if mode == "encode" else vae.decode(x).sample
         del out
     return ActivationEstimate(peak=tracker.peak, saved=0, forward_allocated=tracker.allocated())
 

@@ -6,7 +6,6 @@ Config field names appear only here, so a renamed setting breaks one function (a
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from furlora.errors import ConfigError, ModelLoadError
@@ -38,8 +37,6 @@ def architecture_of(source: str) -> str:
     """The planner architecture of a ``model.source``: a named one, or a local diffusers folder."""
     if source in ARCHITECTURES or source in KNOWN_SOURCES:
         return KNOWN_SOURCES.get(source, source)
-    if Path(source).expanduser().is_dir():
-        return str(Path(source).expanduser())
     from furlora.models.sdxl import resolve_model_path
 
     try:

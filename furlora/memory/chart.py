@@ -35,10 +35,11 @@ def render_chart(bars: list[tuple[str, MemoryPlan, int | None]], path: str | Pat
     Each bar stacks the rows that add up to the plan's total (resident rows, the peak phase,
     overhead); a dashed line marks the capacity. Returns the path written.
     """
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = _font(ImageFont, 14)
-    small = _font(ImageFont, 12)
+    from furlora.data.preview import load_font
+
+    font, small = load_font(14), load_font(12)
     bar_w, gap, left, top, plot_h = 110, 70, 70, 50, 420
     legend_w = 330
     width = left + len(bars) * (bar_w + gap) + legend_w
@@ -89,13 +90,6 @@ def render_chart(bars: list[tuple[str, MemoryPlan, int | None]], path: str | Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     image.save(out)
     return out
-
-
-def _font(image_font, size: int):  # noqa: ANN001, ANN202
-    try:
-        return image_font.load_default(size=size)
-    except TypeError:  # Pillow without FreeType: a fixed bitmap font
-        return image_font.load_default()
 
 
 def _tick_step(top_gib: float) -> float:

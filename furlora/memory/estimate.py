@@ -170,9 +170,8 @@ def estimate(plan_input: PlanInput) -> MemoryPlan:
     arch = p.architecture
     h, w = p.resolution
     autocast = None if p.mixed_precision == "no" else p.mixed_precision
-    trained = set(p.trained_components)
-    trains_text = bool(trained & {"text_encoder", "text_encoder_2"})
-    te_resident = p.text_encoders_resident or trains_text  # a trained encoder is always resident
+    te_lora = tuple((c, p.lora[c]) for c in ("text_encoder", "text_encoder_2") if c in p.lora)
+    te_resident = p.text_encoders_resident or bool(te_lora)  # a trained encoder is always resident
 
     resident = [_weights(arch, "unet", p.weight_dtype, True),
                 _weights(arch, "text_encoder", p.weight_dtype, te_resident),
@@ -195,10 +194,9 @@ def estimate(plan_input: PlanInput) -> MemoryPlan:
         architecture=arch, height=h, width=w, batch=p.batch_size, weight_dtype=p.weight_dtype,
         lora_dtype=p.lora_dtype, autocast=autocast, gradient_checkpointing=p.gradient_checkpointing,
         attention=p.attention, lora=p.lora.get("unet"),
-        text_requires_grad=trains_text, prior_preservation=p.prior_preservation,
+        text_requires_grad=bool(te_lora), prior_preservation=p.prior_preservation,
     )
     step = unet_training_step(spec)
-    te_lora = tuple((c, p.lora[c]) for c in ("text_encoder", "text_encoder_2") if c in trained)
     te_saved = text_encoder_step(arch, p.batch_size, p.weight_dtype, p.lora_dtype, autocast, te_lora,
                                  p.gradient_checkpointing).saved if te_lora else 0
     note = (f"{h}x{w} px, batch {p.batch_size}, {'checkpointing, ' if p.gradient_checkpointing else ''}"

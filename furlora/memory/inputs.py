@@ -12,19 +12,20 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 from furlora.errors import ConfigError, format_problems
+from furlora.lora.settings import COMPONENTS as LORA_COMPONENTS
+from furlora.models.architecture import META_SDXL, TINY_MODELS
+from furlora.models.settings import Precision
 
 GiB = 1 << 30
 MiB = 1 << 20
 
-Precision = Literal["fp32", "fp16", "bf16"]
 MixedPrecision = Literal["no", "fp16", "bf16"]
 Attention = Literal["sdpa", "sliced", "math"]
 Optimizer = Literal["adamw", "adamw8bit"]
 Device = Literal["cuda", "cpu"]
 
 #: Named architectures (anything else must be a diffusers-format SDXL folder).
-ARCHITECTURES: tuple[str, ...] = ("sdxl-meta", "sdxl-inpaint-meta", "tiny-sdxl", "tiny-sdxl-inpaint")
-LORA_COMPONENTS: tuple[str, ...] = ("unet", "text_encoder", "text_encoder_2")
+ARCHITECTURES: tuple[str, ...] = (*META_SDXL, *TINY_MODELS)
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,6 @@ class PlanInput:
         updated = replace(self, **changes)
         updated.validate()
         return updated
-
-    @property
-    def trained_components(self) -> tuple[str, ...]:
-        return tuple(c for c in LORA_COMPONENTS if c in self.lora)
 
     def validate(self) -> PlanInput:
         """Raise :class:`ConfigError` listing every bad field; return ``self`` when all is well."""

@@ -75,8 +75,6 @@ def meta_component(architecture: str, component: str, dtype: str | None = None) 
 
     ``dtype``: cast floating parameters and buffers (as ``Module.to(dtype)`` does).
     """
-    if component not in COMPONENTS:
-        raise ValueError(f"unknown component {component!r}; use one of {', '.join(COMPONENTS)}")
     module = copy.deepcopy(_meta_component(architecture, component))
     if dtype is not None:
         # nn.Module.to, not diffusers' override, which warns about keep-in-fp32 modules on every cast

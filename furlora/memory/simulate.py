@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map_only
 
 
 def _storage_key(t: torch.Tensor) -> int:
@@ -146,10 +146,4 @@ class AutocastEmulation(TorchFunctionMode):
 
 
 def _cast(tree, dtype: torch.dtype):  # noqa: ANN001, ANN202
-    if isinstance(tree, torch.Tensor):
-        return tree.to(dtype) if tree.is_floating_point() and tree.dtype != dtype else tree
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_cast(v, dtype) for v in tree)
-    if isinstance(tree, dict):
-        return {k: _cast(v, dtype) for k, v in tree.items()}
-    return tree
+    return tree_map_only(torch.Tensor, lambda t: t.to(dtype) if t.is_floating_point() and t.dtype != dtype else t, tree)

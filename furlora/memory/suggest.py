@@ -10,6 +10,7 @@ config the planner itself accepts. A change that does not lower the estimate is 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -74,21 +75,17 @@ def format_value(value: Any) -> str:
 Rule = Callable[["RunConfig"], "Change | None"]
 
 
-def _attention(c: RunConfig) -> Change | None:
-    if c.train.attention == "sdpa":
-        return None
-    return Change({"train.attention": "sdpa"}, "fused scaled-dot-product attention",
-                  "none (in training, sliced attention keeps every slice for backward: more memory, not less)")
+def _setting(key: str, value: Any, summary: str, cost: str) -> Rule:
+    """The rule "set ``key`` (dotted) to ``value``"; nothing to suggest when the config already has it."""
+    def rule(c: RunConfig) -> Change | None:
+        return None if functools.reduce(getattr, key.split("."), c) == value else Change({key: value}, summary, cost)
+    return rule
 
 
 def _cache_text(c: RunConfig) -> Change | None:
     if c.train.cache_text_embeddings or any(c.lora.component(n).enabled for n in ("text_encoder", "text_encoder_2")):
         return None
     return Change({"train.cache_text_embeddings": True}, "cache text-encoder outputs", "none")
-
-
-def _cache_latents(c: RunConfig) -> Change | None:
-    return None if c.train.cache_latents else Change({"train.cache_latents": True}, "cache VAE latents", "none")
 
 
 def _ema_cpu(c: RunConfig) -> Change | None:
@@ -105,12 +102,6 @@ def _no_samples(c: RunConfig) -> Change | None:
                   "no preview PNGs while training (the validation loss stays)")
 
 
-def _checkpointing(c: RunConfig) -> Change | None:
-    if c.train.gradient_checkpointing:
-        return None
-    return Change({"train.gradient_checkpointing": True}, "gradient checkpointing", "about 30% slower steps, no quality cost")
-
-
 def _smaller_batch(c: RunConfig) -> Change | None:
     t = c.train
     if t.batch_size <= 1:
@@ -120,12 +111,6 @@ def _smaller_batch(c: RunConfig) -> Change | None:
     return Change({"train.batch_size": batch, "train.gradient_accumulation_steps": accumulation},
                   f"micro-batch {t.batch_size} -> {batch} with accumulation {accumulation}",
                   "same effective batch, slower")
-
-
-def _adamw8bit(c: RunConfig) -> Change | None:
-    if c.train.optimizer == "adamw8bit":
-        return None
-    return Change({"train.optimizer": "adamw8bit"}, "8-bit AdamW (bitsandbytes)", "very small: optimizer state quantised")
 
 
 def _bf16(c: RunConfig) -> Change | None:
@@ -179,14 +164,16 @@ def _lower_resolution(c: RunConfig) -> Change | None:
 
 #: (rule, may repeat) in the order that loses the least quality.
 RULES: tuple[tuple[Rule, bool], ...] = (
-    (_attention, False),
+    (_setting("train.attention", "sdpa", "fused scaled-dot-product attention",
+              "none (in training, sliced attention keeps every slice for backward: more memory, not less)"), False),
     (_cache_text, False),
-    (_cache_latents, False),
+    (_setting("train.cache_latents", True, "cache VAE latents", "none"), False),
     (_ema_cpu, False),
     (_no_samples, False),
-    (_checkpointing, False),
+    (_setting("train.gradient_checkpointing", True, "gradient checkpointing", "about 30% slower steps, no quality cost"),
+     False),
     (_smaller_batch, True),
-    (_adamw8bit, False),
+    (_setting("train.optimizer", "adamw8bit", "8-bit AdamW (bitsandbytes)", "very small: optimizer state quantised"), False),
     (_bf16, False),
     (_no_text_training, False),
     (_lower_rank, True),
@@ -197,16 +184,12 @@ RULES: tuple[tuple[Rule, bool], ...] = (
 # ----------------------------------------------------------------------------- search
 
 def apply_changes(config: RunConfig, overrides: dict[str, Any]) -> RunConfig:
-    """A validated copy of ``config`` with dotted-key overrides applied."""
-    from furlora.config import validate_config
+    """A validated copy of ``config`` with dotted-key overrides applied, as ``--set KEY=VALUE`` applies them."""
+    from furlora.config import apply_override, validate_config
 
     data = config.to_dict()
     for key, value in overrides.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[last] = value
+        apply_override(data, f"{key}={format_value(value)}")
     return validate_config(data, source="<suggested config>")
 
 

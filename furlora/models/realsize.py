@@ -29,7 +29,7 @@ import torch
 
 from furlora.models.architecture import RealComponent, build_real_sdxl, real_sdxl_config
 from furlora.models.cache_folder import model_folder, publish_folder
-from furlora.models.tokenizer import write_tokenizer
+from furlora.models.tiny import scheduler_config, write_weightless_parts
 
 logger = logging.getLogger(__name__)
 
@@ -100,15 +100,13 @@ def build_realsize_components(
     te1 = random_real_component("text_encoder", device, dtype, seed)
     te2 = random_real_component("text_encoder_2", device, dtype, seed)
     with tempfile.TemporaryDirectory() as tmp:
-        write_tokenizer(Path(tmp) / "tokenizer", pad_token="<|endoftext|>", vocab_size=_te_vocab_size())
-        write_tokenizer(Path(tmp) / "tokenizer_2", pad_token="!", vocab_size=_te_vocab_size())
+        write_weightless_parts(Path(tmp), inpainting, _te_vocab_size())
         tok1 = CLIPTokenizer.from_pretrained(Path(tmp) / "tokenizer")
         tok2 = CLIPTokenizer.from_pretrained(Path(tmp) / "tokenizer_2")
-    scheduler_config = _scheduler_config()
     return SDXLComponents(
         unet=unet, vae=vae, text_encoder=te1, text_encoder_2=te2, tokenizer=tok1, tokenizer_2=tok2,
-        noise_scheduler=DDPMScheduler.from_config(scheduler_config),
-        scheduler=EulerDiscreteScheduler.from_config(scheduler_config),
+        noise_scheduler=DDPMScheduler.from_config(scheduler_config()),
+        scheduler=EulerDiscreteScheduler.from_config(scheduler_config()),
         source=Path("realsize-sdxl-inpaint" if inpainting else "realsize-sdxl"),
         is_inpainting=inpainting, dtype=dtype,
     )
@@ -153,13 +151,7 @@ def _te_vocab_size() -> int:
     return int(real_sdxl_config("text_encoder")["vocab_size"])
 
 
-def _scheduler_config() -> dict[str, Any]:
-    return {k: v for k, v in real_sdxl_config("scheduler").items() if not k.startswith("_")}
-
-
 def _write_realsize_model(spec: dict[str, Any], folder: Path, donor: Path | None) -> None:
-    from diffusers import EulerDiscreteScheduler
-
     from furlora.progress import progress_bar
 
     steps = [spec["unet"], *_WEIGHTED]
@@ -176,13 +168,7 @@ def _write_realsize_model(spec: dict[str, Any], folder: Path, donor: Path | None
                 write_safetensors_streaming(module.state_dict(), weights)
                 del module
             bar.update(1)
-    write_tokenizer(folder / "tokenizer", pad_token="<|endoftext|>", vocab_size=_te_vocab_size())
-    write_tokenizer(folder / "tokenizer_2", pad_token="!", vocab_size=_te_vocab_size())
-    EulerDiscreteScheduler.from_config(_scheduler_config()).save_pretrained(folder / "scheduler")
-    index = dict(real_sdxl_config("model_index"))
-    if spec["unet"] == "unet_inpainting":
-        index["_class_name"] = "StableDiffusionXLInpaintPipeline"
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    write_weightless_parts(folder, spec["unet"] == "unet_inpainting", _te_vocab_size())
     card = {"name": spec["name"], "seed": spec["seed"],
             "what": "furlora real-size SDXL-architecture model, random weights (tests only)"}
     (folder / "furlora_realsize.json").write_text(json.dumps(card, indent=2), encoding="utf-8")

@@ -126,7 +126,7 @@ def ensure_tiny_model(name: str, cache_dir: str | Path | None = None) -> Path:
 
 
 def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     with torch.random.fork_rng(devices=[]):
@@ -142,14 +142,7 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
     # downloaded: loading then upcasts, and the variant lookup is exercised.
     for module, sub in ((unet, "unet"), (vae, "vae"), (te1, "text_encoder"), (te2, "text_encoder_2")):
         module.to(torch.float16).save_pretrained(folder / sub, safe_serialization=True, variant=TINY_VARIANT)
-    write_tokenizer(folder / "tokenizer", pad_token="<|endoftext|>")
-    write_tokenizer(folder / "tokenizer_2", pad_token="!")
-    scheduler_config = {k: v for k, v in real_sdxl_config("scheduler").items() if not k.startswith("_")}
-    EulerDiscreteScheduler.from_config(scheduler_config).save_pretrained(folder / "scheduler")
-    pipeline = "StableDiffusionXLInpaintPipeline" if spec["unet"]["in_channels"] == 9 else "StableDiffusionXLPipeline"
-    index = dict(real_sdxl_config("model_index"))
-    index["_class_name"] = pipeline
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
+    write_weightless_parts(folder, inpainting=spec["unet"]["in_channels"] == 9)
     card = {
         "name": spec["name"],
         "what": "furlora embedded tiny SDXL-architecture model, random weights from a fixed seed",
@@ -157,3 +150,21 @@ def _write_tiny_model(spec: dict[str, Any], folder: Path) -> None:
         "unet_in_channels": spec["unet"]["in_channels"],
     }
     (folder / "furlora_tiny.json").write_text(json.dumps(card, indent=2), encoding="utf-8")
+
+
+def scheduler_config() -> dict[str, Any]:
+    """SDXL's scheduler config without its metadata keys."""
+    return {k: v for k, v in real_sdxl_config("scheduler").items() if not k.startswith("_")}
+
+
+def write_weightless_parts(folder: Path, inpainting: bool, vocab_size: int | None = None) -> None:
+    """Both tokenizers, the scheduler and ``model_index.json`` of a diffusers SDXL folder (tiny and
+    real-size models alike); ``vocab_size`` pads the tokenizers' vocabulary (see ``write_tokenizer``)."""
+    from diffusers import EulerDiscreteScheduler
+
+    write_tokenizer(folder / "tokenizer", pad_token="<|endoftext|>", vocab_size=vocab_size)
+    write_tokenizer(folder / "tokenizer_2", pad_token="!", vocab_size=vocab_size)
+    EulerDiscreteScheduler.from_config(scheduler_config()).save_pretrained(folder / "scheduler")
+    index = dict(real_sdxl_config("model_index"))
+    index["_class_name"] = "StableDiffusionXLInpaintPipeline" if inpainting else "StableDiffusionXLPipeline"
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")

@@ -19,6 +19,10 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from furlora.pretrain.loop import LoopResult, Stage
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -97,6 +101,29 @@ def _fp32_from_tiny(library: str) -> dict:
     return {"variant": TINY_VARIANT, "torch_dtype" if library == "diffusers" else "dtype": torch.float32}
 
 
+def _stage(args: argparse.Namespace, name: str, seed: int) -> Stage:
+    """The budget of stage ``name`` (vae, decoder, unet) from its ``--NAME-*`` options and the time limit."""
+    from furlora.pretrain.loop import Stage
+
+    steps = getattr(args, f"{name}_steps")
+    return Stage(steps, getattr(args, f"{name}_batch"), getattr(args, f"{name}_lr"), seed,
+                 args.time_limit_minutes * 60 if args.time_limit_minutes else None, _printer(name, steps),
+                 getattr(args, f"{name}_stop_after"))
+
+
+def _save_metrics(args: argparse.Namespace, name: str, command: str, seed: int, stage: Stage, result: LoopResult,
+                  measured: dict, window: int = 50, **rest: object) -> None:
+    """Write (and print) OUT/NAME_metrics.json: the stage's budget and run, ``measured`` values, mean losses."""
+    metrics = {
+        "command": command, "seed": seed, "size": args.size, "steps_asked": stage.steps, "steps": result.steps,
+        "batch": stage.batch_size, "lr": stage.lr, "seconds": round(result.seconds, 1), **measured,
+        f"loss_first_{window}": _mean(result.losses[:window]), f"loss_last_{window}": _mean(result.losses[-window:]),
+        **rest,
+    }
+    (args.out / f"{name}_metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2), flush=True)
+
+
 def _printer(name: str, total: int, every: int = 50):
     started = time.monotonic()
 
@@ -122,21 +149,14 @@ def run_vae_stage(args: argparse.Namespace, command: str) -> None:
     vae = AutoencoderKL.from_pretrained(inpaint_init, subfolder="vae", **_fp32_from_tiny("diffusers"))
     train, val = ProceduralCorpus(args.seed, args.size), ProceduralCorpus(args.seed + 1, args.size)
     psnr_before = reconstruction_psnr(vae, val, count=args.validation_count)
-    limit = args.time_limit_minutes * 60 if args.time_limit_minutes else None
-    result = train_vae(vae, train, args.vae_steps, args.vae_batch, args.vae_lr, args.seed, limit,
-                       _printer("vae", args.vae_steps), stop_after=args.vae_stop_after)
+    stage = _stage(args, "vae", args.seed)
+    result = train_vae(vae, train, stage)
     psnr = reconstruction_psnr(vae, val, count=args.validation_count)
     scale = latent_scaling_factor(vae, train)
     vae.register_to_config(scaling_factor=round(scale, 5))
     vae.save_pretrained(args.out / "vae", safe_serialization=True)
-    metrics = {
-        "command": command, "seed": args.seed, "size": args.size, "steps_asked": args.vae_steps,
-        "steps": result.steps, "batch": args.vae_batch, "lr": args.vae_lr, "seconds": round(result.seconds, 1),
-        "psnr_before_db": round(psnr_before, 2), "psnr_db": round(psnr, 2), "scaling_factor": round(scale, 5),
-        "loss_first_50": _mean(result.losses[:50]), "loss_last_50": _mean(result.losses[-50:]),
-    }
-    (args.out / "vae_metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2), flush=True)
+    _save_metrics(args, "vae", command, args.seed, stage, result,
+                  {"psnr_before_db": round(psnr_before, 2), "psnr_db": round(psnr, 2), "scaling_factor": round(scale, 5)})
 
 
 def run_decoder_stage(args: argparse.Namespace, command: str) -> None:
@@ -152,20 +172,12 @@ def run_decoder_stage(args: argparse.Namespace, command: str) -> None:
     vae = AutoencoderKL.from_pretrained(args.out / "vae")
     train, val = ProceduralCorpus(args.seed + 3, args.size), ProceduralCorpus(args.seed + 1, args.size)
     psnr_before = reconstruction_psnr(vae, val, count=args.validation_count)
-    limit = args.time_limit_minutes * 60 if args.time_limit_minutes else None
-    result = train_vae(vae, train, args.decoder_steps, args.decoder_batch, args.decoder_lr, args.seed + 3, limit,
-                       _printer("decoder", args.decoder_steps), decoder_only=True,
-                       stop_after=args.decoder_stop_after)
+    stage = _stage(args, "decoder", args.seed + 3)
+    result = train_vae(vae, train, stage, decoder_only=True)
     psnr = reconstruction_psnr(vae, val, count=args.validation_count)
     vae.save_pretrained(args.out / "vae_decoder", safe_serialization=True)
-    metrics = {
-        "command": command, "seed": args.seed + 3, "size": args.size, "steps_asked": args.decoder_steps,
-        "steps": result.steps, "batch": args.decoder_batch, "lr": args.decoder_lr,
-        "seconds": round(result.seconds, 1), "psnr_before_db": round(psnr_before, 2), "psnr_db": round(psnr, 2),
-        "loss_first_50": _mean(result.losses[:50]), "loss_last_50": _mean(result.losses[-50:]),
-    }
-    (args.out / "decoder_metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2), flush=True)
+    _save_metrics(args, "decoder", command, args.seed + 3, stage, result,
+                  {"psnr_before_db": round(psnr_before, 2), "psnr_db": round(psnr, 2)})
 
 
 def load_parts(folder_with_encoders: Path, vae_folder: Path) -> dict:
@@ -212,24 +224,15 @@ def run_unet_stage(args: argparse.Namespace, command: str) -> None:
         previous = old.pop("previous_stages", []) + [old]
     train, val = ProceduralCorpus(args.seed, args.size), ProceduralCorpus(args.seed + 1, args.size)
     val_before = unet_validation_loss(unet, parts, val, count=args.validation_count, seed=args.seed)
-    limit = args.time_limit_minutes * 60 if args.time_limit_minutes else None
     # A continued stage draws other pictures and noise than the stages before it.
-    stage_seed = args.seed + 2 + 100 * len(previous)
+    stage = _stage(args, "unet", args.seed + 2 + 100 * len(previous))
     train = ProceduralCorpus(args.seed + 100 * len(previous), args.size) if previous else train
-    result = train_unet(unet, parts, train, args.unet_steps, args.unet_batch, args.unet_lr, stage_seed, limit,
-                        _printer("unet", args.unet_steps), stop_after=args.unet_stop_after)
+    result = train_unet(unet, parts, train, stage)
     val_after = unet_validation_loss(unet, parts, val, count=args.validation_count, seed=args.seed)
     (args.out / "unet").mkdir(exist_ok=True)
     save_file({k: v.contiguous() for k, v in unet.state_dict().items()}, str(args.out / "unet" / "body.safetensors"))
-    metrics = {
-        "command": command, "seed": args.seed, "size": args.size, "steps_asked": args.unet_steps,
-        "steps": result.steps, "batch": args.unet_batch, "lr": args.unet_lr, "seconds": round(result.seconds, 1),
-        "validation_loss_before": val_before, "validation_loss": val_after,
-        "loss_first_100": _mean(result.losses[:100]), "loss_last_100": _mean(result.losses[-100:]),
-        "previous_stages": previous,
-    }
-    (args.out / "unet_metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2), flush=True)
+    _save_metrics(args, "unet", command, args.seed, stage, result,
+                  {"validation_loss_before": val_before, "validation_loss": val_after}, 100, previous_stages=previous)
 
 
 def _mean(values: list[float]) -> float:

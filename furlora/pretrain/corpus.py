@@ -147,7 +147,7 @@ def draw_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, str]:
         "noise": f"{bg_name} noise",
         "grass": "grass",
     }[bg_kind]
-    caption = f"{bg_text}" if subject == "a texture" else f"{subject} on {bg_text}"
+    caption = bg_text if subject == "a texture" else f"{subject} on {bg_text}"
     pixels = np.asarray(image, dtype=np.uint8)
     if rng.random() < 0.2:
         grey = (pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
@@ -229,18 +229,17 @@ def _draw_shape(draw: object, rng: np.random.Generator, shape: str, colour: tupl
 
 def _draw_animal(draw: object, rng: np.random.Generator, kind: str, colour: tuple[int, int, int], size: int) -> None:
     """A flat side-view silhouette built from ellipses and polygons (no fur)."""
-    d = draw
     scale = rng.uniform(0.55, 0.85) * size
     cx = rng.uniform(0.4, 0.6) * size
     cy = rng.uniform(0.5, 0.65) * size
     facing = 1 if rng.random() < 0.5 else -1
 
     def ell(x: float, y: float, rx: float, ry: float) -> None:
-        d.ellipse([cx + facing * x * scale - rx * scale, cy + y * scale - ry * scale,  # type: ignore[attr-defined]
-                   cx + facing * x * scale + rx * scale, cy + y * scale + ry * scale], fill=colour)
+        draw.ellipse([cx + facing * x * scale - rx * scale, cy + y * scale - ry * scale,  # type: ignore[attr-defined]
+                      cx + facing * x * scale + rx * scale, cy + y * scale + ry * scale], fill=colour)
 
     def poly(points: list[tuple[float, float]]) -> None:
-        d.polygon([(cx + facing * x * scale, cy + y * scale) for x, y in points], fill=colour)  # type: ignore[attr-defined]
+        draw.polygon([(cx + facing * x * scale, cy + y * scale) for x, y in points], fill=colour)  # type: ignore[attr-defined]
 
     def leg(x: float, top: float, length: float, width: float) -> None:
         poly([(x - width, top), (x + width, top), (x + width, top + length), (x - width, top + length)])

@@ -70,6 +70,25 @@ def _lr_at(step: int, total: int, base_lr: float, warmup: int) -> float:
 
 
 @dataclass
+class Stage:
+    """The budget of one training stage: ``steps`` AdamW steps of ``batch_size`` pictures, learning
+    rate ``lr`` (warm-up, then cosine decay), random draws seeded from ``seed``.
+
+    ``time_limit`` (seconds) ends it early; ``stop_after``: end after that many steps of the
+    ``steps``-long learning-rate schedule (replays a run that a time limit cut short).
+    ``progress(step, loss)`` is called after every step.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    seed: int = 0
+    time_limit: float | None = None
+    progress: Callable[[int, float], None] | None = None
+    stop_after: int | None = None
+
+
+@dataclass
 class LoopResult:
     """What a loop did: ``losses`` per step, ``steps`` run (fewer than asked only if a time
     limit stopped it) and ``seconds`` of wall-clock time."""
@@ -102,75 +121,52 @@ def vae_loss(vae: Any, pixels: torch.Tensor, generator: torch.Generator, kl_weig
     return l1 + mse + 0.5 * edge + kl_weight * kl
 
 
-def _optimise(
-    stage: str,
-    params: list[torch.Tensor],
-    opt: torch.optim.Optimizer,
-    loss_at: Callable[[int, torch.Generator], torch.Tensor],
-    steps: int,
-    lr: float,
-    warmup: int,
-    seed: int,
-    time_limit: float | None,
-    progress: Callable[[int, float], None] | None,
-    stop_after: int | None,
-) -> LoopResult:
-    """The optimisation loop both stages share: warmup + schedule, one generator per step seeded
-    from (seed, step), grad clipping at 1.0, thread adaptation, time limit and ``stop_after``."""
+def _optimise(name: str, params: list[torch.Tensor], opt: torch.optim.Optimizer,
+              loss_at: Callable[[list[int], torch.Generator], torch.Tensor], warmup: int, stage: Stage) -> LoopResult:
+    """The optimisation loop both stages share: warmup + schedule, step ``s`` reads corpus pictures
+    ``s*B ... s*B+B-1`` with one generator seeded from (seed, step), grad clipping at 1.0, thread
+    adaptation, time limit and ``stop_after``."""
     result, start = LoopResult(), time.monotonic()
     adapt = ThreadAdapter()
-    for step in range(min(steps, stop_after or steps)):
+    for step in range(min(stage.steps, stage.stop_after or stage.steps)):
         if step % 20 == 0:
             adapt()
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, steps, lr, warmup=warmup)
-        loss = loss_at(step, torch.Generator().manual_seed(seed * 1_000_003 + step))
+            group["lr"] = _lr_at(step, stage.steps, stage.lr, warmup=warmup)
+        indices = list(range(step * stage.batch_size, (step + 1) * stage.batch_size))
+        loss = loss_at(indices, torch.Generator().manual_seed(stage.seed * 1_000_003 + step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         result.losses.append(loss.item())
         result.steps = step + 1
-        if progress:
-            progress(step, result.losses[-1])
-        if time_limit is not None and time.monotonic() - start > time_limit:
-            logger.warning("%s stage stopped by its time limit after %d of %d steps", stage, step + 1, steps)
+        if stage.progress:
+            stage.progress(step, result.losses[-1])
+        if stage.time_limit is not None and time.monotonic() - start > stage.time_limit:
+            logger.warning("%s stage stopped by its time limit after %d of %d steps", name, step + 1, stage.steps)
             break
     result.seconds = time.monotonic() - start
     return result
 
 
-def train_vae(
-    vae: Any,
-    corpus: ProceduralCorpus,
-    steps: int,
-    batch_size: int = 4,
-    lr: float = 1e-3,
-    seed: int = 0,
-    time_limit: float | None = None,
-    progress: Callable[[int, float], None] | None = None,
-    decoder_only: bool = False,
-    stop_after: int | None = None,
-) -> LoopResult:
-    """Train ``vae`` in place for ``steps`` AdamW steps on corpus pictures ``step*B ... step*B+B-1``.
+def train_vae(vae: Any, corpus: ProceduralCorpus, stage: Stage, decoder_only: bool = False) -> LoopResult:
+    """Train ``vae`` in place for ``stage.steps`` AdamW steps on corpus pictures ``step*B ... step*B+B-1``.
 
     ``decoder_only``: the encoder stays frozen, so latents (and a UNet trained on them) stay
-    valid while reconstructions improve. ``stop_after``: end after that many steps of a
-    ``steps``-long learning-rate schedule (replays a run that a time limit cut short).
+    valid while reconstructions improve.
     """
     vae.train().requires_grad_(True)
     if decoder_only:
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
     params = [p for p in vae.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=0.0)
 
-    def loss_at(step: int, gen: torch.Generator) -> torch.Tensor:
-        batch = corpus.batch(list(range(step * batch_size, (step + 1) * batch_size)))
-        return vae_loss(vae, batch["pixel_values"], gen)  # type: ignore[arg-type]
+    def loss_at(indices: list[int], gen: torch.Generator) -> torch.Tensor:
+        return vae_loss(vae, corpus.batch(indices)["pixel_values"], gen)  # type: ignore[arg-type]
 
-    result = _optimise("VAE", params, opt, loss_at, steps, lr, min(100, steps // 10 + 1), seed,
-                       time_limit, progress, stop_after)
+    result = _optimise("VAE", params, opt, loss_at, min(100, stage.steps // 10 + 1), stage)
     vae.eval().requires_grad_(False)
     return result
 
@@ -286,30 +282,17 @@ def unet_prediction(unet: Any, batch: UNetBatch) -> torch.Tensor:
         unet.conv_in.base_rows = None
 
 
-def train_unet(
-    unet: Any,
-    parts: dict[str, Any],
-    corpus: ProceduralCorpus,
-    steps: int,
-    batch_size: int = 8,
-    lr: float = 5e-4,
-    seed: int = 0,
-    time_limit: float | None = None,
-    progress: Callable[[int, float], None] | None = None,
-    stop_after: int | None = None,
-) -> LoopResult:
-    """Train the shared UNet body (epsilon objective, plain MSE) in place for ``steps`` steps
-    (``stop_after``: end early within the same schedule, as in :func:`train_vae`)."""
+def train_unet(unet: Any, parts: dict[str, Any], corpus: ProceduralCorpus, stage: Stage) -> LoopResult:
+    """Train the shared UNet body (epsilon objective, plain MSE) in place for ``stage.steps`` steps."""
     unet.train().requires_grad_(True)
     params = [p for p in unet.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-2)
+    opt = torch.optim.AdamW(params, lr=stage.lr, weight_decay=1e-2)
 
-    def loss_at(step: int, gen: torch.Generator) -> torch.Tensor:
-        batch = prepare_unet_batch(parts, corpus, list(range(step * batch_size, (step + 1) * batch_size)), gen)
+    def loss_at(indices: list[int], gen: torch.Generator) -> torch.Tensor:
+        batch = prepare_unet_batch(parts, corpus, indices, gen)
         return F.mse_loss(unet_prediction(unet, batch), batch.noise)
 
-    result = _optimise("UNet", params, opt, loss_at, steps, lr, min(200, steps // 10 + 1), seed,
-                       time_limit, progress, stop_after)
+    result = _optimise("UNet", params, opt, loss_at, min(200, stage.steps // 10 + 1), stage)
     unet.eval().requires_grad_(False)
     return result
 

@@ -47,7 +47,7 @@ def preview_grid(base_folder: Path, inpaint_folder: Path, out_png: Path, count: 
     filled = inp(prompt=list(captions), image=(pixels + 1) / 2, mask_image=mask, height=size, width=size,  # type: ignore[arg-type]
                  num_inference_steps=steps, guidance_scale=guidance, strength=1.0, generator=gen,
                  output_type="pt").images * 2 - 1
-    holed = pixels * (1 - mask)  # type: ignore[operator]
+    holed = batch["masked_pixel_values"]  # the hole set to 0 (grey)
     rows = [_tiles(pixels), _tiles(recon), _tiles(samples), _tiles(holed), _tiles(filled)]  # type: ignore[arg-type]
     out_png.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(rows, axis=0)).save(out_png)

@@ -180,18 +180,6 @@ class TokenEmbeddings(nn.Module):
 
     # ------------------------------------------------------------------ files and state
 
-    def concept_rows(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(clip_l [n, w1], clip_g [n, w2])`` float32 CPU copies of one concept's vectors."""
-        start = 0
-        for concept in self.settings.concepts:
-            if concept.name == name:
-                sl = slice(start, start + concept.num_vectors)
-                return tuple(  # type: ignore[return-value]
-                    self.rows[enc].detach()[sl].to("cpu", torch.float32).clone() for enc, _ in ENCODERS
-                )
-            start += concept.num_vectors
-        raise KeyError(f"no concept named {name!r}; concepts: {[c.name for c in self.settings.concepts]}")
-
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> list[Path]:
         """Write one SDXL embedding file (``clip_l`` + ``clip_g``) per concept.
 
@@ -206,10 +194,11 @@ class TokenEmbeddings(nn.Module):
             targets = [path]
         else:
             targets = [path / f"{c.file_stem()}.safetensors" for c in concepts]
-        written = []
-        for concept, target in zip(concepts, targets, strict=True):
-            clip_l, clip_g = self.concept_rows(concept.name)
+        written, start = [], 0
+        for concept, target in zip(concepts, targets, strict=True):  # the concepts' rows follow each other
+            clip_l, clip_g = (self.rows[enc][start : start + concept.num_vectors] for enc, _ in ENCODERS)
             written.append(save_embedding_file(target, clip_l, clip_g, token=concept.name, metadata=metadata))
+            start += concept.num_vectors
         return written
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -245,11 +234,11 @@ def initial_rows(components: Any, plan: TokenPlan, settings: TokenSettings, seed
         table = getattr(components, enc).get_input_embeddings().weight.detach()
         std = float(table.float().std())
         rows = []
-        index = 0
+        word_ids = iter(plan.init_ids[enc])  # one per new token, concept by concept
         for concept in settings.concepts:
             file = plan.init_files.get(concept.name)
             for i in range(concept.num_vectors):
-                word_id = plan.init_ids[enc][index]
+                word_id = next(word_ids)
                 if file is not None:
                     row = getattr(file, ENCODER_KEYS[enc])[i]
                 elif word_id is not None:
@@ -257,7 +246,6 @@ def initial_rows(components: Any, plan: TokenPlan, settings: TokenSettings, seed
                 else:
                     row = torch.randn(table.shape[1], generator=generator) * std
                 rows.append(row.to(torch.float32))
-                index += 1
         out[enc] = torch.stack(rows).to(table.device)
     return out
 

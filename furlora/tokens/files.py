@@ -26,6 +26,7 @@ import torch
 from furlora.atomic import atomic_file
 from furlora.errors import LoraFormatError
 from furlora.models.pooling import pool_at_first_eos
+from furlora.tokens.settings import vector_token_names
 
 CLIP_L = "clip_l"
 CLIP_G = "clip_g"
@@ -78,7 +79,7 @@ def save_embedding_file(
     meta = {"format": "pt", "furlora.format": FORMAT_TAG}
     if token is not None:
         meta["furlora.token"] = token
-        meta["furlora.tokens"] = json.dumps([token] + [f"{token}_{i}" for i in range(1, clip_l.shape[0])])
+        meta["furlora.tokens"] = json.dumps(vector_token_names(token, clip_l.shape[0]))
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
     tensors = {
         CLIP_L: clip_l.detach().to("cpu", torch.float32).contiguous(),
@@ -189,4 +190,4 @@ def load_into_pipeline(pipeline: Any, path: str | os.PathLike[str], token: str |
     # Pool at the first end token as training did, not at the new (highest) token id.
     pool_at_first_eos(pipeline.text_encoder, pipeline.tokenizer)
     pool_at_first_eos(pipeline.text_encoder_2, pipeline.tokenizer_2)
-    return [name] + [f"{name}_{i}" for i in range(1, data.num_vectors)]
+    return vector_token_names(name, data.num_vectors)

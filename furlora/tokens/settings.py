@@ -24,6 +24,11 @@ from furlora.settings_base import Settings
 MAX_TOTAL_VECTORS = 75
 
 
+def vector_token_names(name: str, num_vectors: int) -> list[str]:
+    """The token strings of a concept with ``num_vectors`` vectors: ``[name, name_1, ..., name_{N-1}]``."""
+    return [name] + [f"{name}_{i}" for i in range(1, num_vectors)]
+
+
 class TokenConcept(Settings):
     """One learned concept: a placeholder name, its vectors and where they start from."""
 
@@ -79,8 +84,8 @@ class TokenConcept(Settings):
         return value
 
     def token_names(self) -> list[str]:
-        """All token strings of this concept: ``[name, name_1, ..., name_{N-1}]``."""
-        return [self.name] + [f"{self.name}_{i}" for i in range(1, self.num_vectors)]
+        """All token strings of this concept (:func:`vector_token_names`)."""
+        return vector_token_names(self.name, self.num_vectors)
 
     def file_stem(self) -> str:
         """File name stem of this concept's embedding file: the name without characters that are
@@ -179,9 +184,8 @@ class TokenSettings(Settings):
         if self.caption.mode == "regions":
             if not self.caption.region_phrases:
                 problems.append("caption.mode 'regions' needs caption.region_phrases, e.g. {chest: '{token} chest'}")
-            all_names = [c.name.lower() for c in self.concepts]
             for region, phrase in self.caption.region_phrases.items():
-                if "{token}" not in phrase and not any(n in phrase.lower() for n in all_names):
+                if "{token}" not in phrase and not any(n in phrase.lower() for n in names):
                     problems.append(
                         f"caption.region_phrases.{region} {phrase!r} names no concept; write '{{token}}' or a concept name in it"
                     )

@@ -59,22 +59,17 @@ def known_token_id(tokenizer: Any, name: str) -> int | None:
     return None
 
 
-def check_tokens(
-    settings: TokenSettings,
-    tokenizers: dict[str, Any],
-    widths: dict[str, int],
-    key: str = "tokens",
-) -> TokenPlan:
+def check_tokens(settings: TokenSettings, tokenizers: dict[str, Any], widths: dict[str, int]) -> TokenPlan:
     """Check token names, initialiser words and init files against the model; return the plan.
 
     ``tokenizers``: ``{"tokenizer": ..., "tokenizer_2": ...}``; ``widths``: the embedding widths
-    ``{"text_encoder": d1, "text_encoder_2": d2}``. ``key`` prefixes config paths in messages.
+    ``{"text_encoder": d1, "text_encoder_2": d2}``.
     """
     problems: list[str] = []
     init_ids: dict[str, list[int | None]] = {enc: [] for enc, _ in ENCODERS}
     init_files: dict[str, EmbeddingFile] = {}
     for c_index, concept in enumerate(settings.concepts):
-        where = f"{key}.concepts.{c_index}"
+        where = f"tokens.concepts.{c_index}"
         for token in concept.token_names():
             for _, tok_name in ENCODERS:
                 known = known_token_id(tokenizers[tok_name], token)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from furlora.pretrain.corpus import ProceduralCorpus
-from furlora.pretrain.loop import DualConvIn, ThreadAdapter, prepare_unet_batch, train_vae, vae_loss
+from furlora.pretrain.loop import DualConvIn, Stage, ThreadAdapter, prepare_unet_batch, train_vae, vae_loss
 
 
 def test_thread_adapter_uses_idle_cores_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +80,7 @@ def test_vae_training_is_repeatable_and_learns(parts: dict) -> None:
     for _ in range(2):
         vae = AutoencoderKL.from_config(parts["vae"].config)
         vae.load_state_dict(parts["vae"].state_dict())
-        runs.append(train_vae(vae, corpus, steps=12, batch_size=2, lr=2e-3, seed=5))
+        runs.append(train_vae(vae, corpus, Stage(steps=12, batch_size=2, lr=2e-3, seed=5)))
     assert runs[0].losses == runs[1].losses  # same seed: the same run, step for step
     assert runs[0].steps == 12
     pixels = corpus.batch([0, 1])["pixel_values"]
@@ -95,7 +95,8 @@ def test_decoder_only_training_keeps_the_latent_space(parts: dict) -> None:
 
     vae = AutoencoderKL.from_config(parts["vae"].config)
     vae.load_state_dict(parts["vae"].state_dict())
-    result = train_vae(vae, ProceduralCorpus(6, 32), steps=10, batch_size=2, seed=1, decoder_only=True, stop_after=3)
+    stage = Stage(steps=10, batch_size=2, lr=1e-3, seed=1, stop_after=3)
+    result = train_vae(vae, ProceduralCorpus(6, 32), stage, decoder_only=True)
     assert result.steps == 3  # stop_after ends early within the 10-step schedule
     before, after = parts["vae"].state_dict(), vae.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("encoder.", "quant_conv.")))
