@@ -18,6 +18,14 @@ import yaml
 from furlora.models.cache_folder import default_cache_dir
 
 REPO = Path(__file__).resolve().parents[2]
+#: Weights and autocast precision of the tier's runs: bf16 (the GPU presets' precision, the default) or
+#: fp32. A CPU without AVX512 runs bf16 matrix products on a slow fallback (measured on a 2-core AMD
+#: EPYC with AVX2 only: 4.5 s against 0.17 s in fp32, 27x), where one real-size training step takes more
+#: than ten minutes; FURLORA_REALSIZE_DTYPE=fp32 keeps such a machine's run within the timeouts.
+DTYPE = os.environ.get("FURLORA_REALSIZE_DTYPE", "bf16")
+if DTYPE not in ("bf16", "fp32"):
+    raise ValueError(f"FURLORA_REALSIZE_DTYPE={DTYPE!r}: use bf16 (the default) or fp32")
+TORCH_DTYPE = {"bf16": torch.bfloat16, "fp32": torch.float32}[DTYPE]
 #: The cache the real-size folders live in, read at import: before any test fixture points
 #: FURLORA_CACHE at a temporary folder.
 PERSISTENT_CACHE = default_cache_dir()
@@ -38,14 +46,14 @@ def small_dataset(folder: Path, stems: tuple[str, ...] = ("dog_000", "dog_001"))
 
 
 def run_config(model: Path, output_dir: Path, data: Path | None = None, **sections: dict[str, Any]) -> dict[str, Any]:
-    """A training config on the real-size model: 256 px, bf16, LoRA on the UNet and both text
+    """A training config on the real-size model: 256 px, :data:`DTYPE` (bf16), LoRA on the UNet and both text
     encoders, EMA on the CPU, a checkpoint every step, validation loss at one timestep; no
     sample grid. ``sections``: deep-merged over these values (e.g. ``train={"max_steps": 3}``)."""
     config: dict[str, Any] = {
         "name": "realsize",
         "seed": 7,
         "output_dir": str(output_dir),
-        "model": {"source": str(model), "dtype": "bf16", "vae_dtype": "fp32"},
+        "model": {"source": str(model), "dtype": DTYPE, "vae_dtype": "fp32"},
         "data": {"path": str(data or REPO / "datasets" / "spitz-fur" / "train"), "resolution": 256},
         "lora": {
             "unet": {"preset": "attn", "rank": 4, "alpha": 4.0},
@@ -62,7 +70,7 @@ def run_config(model: Path, output_dir: Path, data: Path | None = None, **sectio
             "lr_warmup_steps": 0,
             "batch_size": 1,
             "objective": "inpaint",
-            "mixed_precision": "bf16",
+            "mixed_precision": "bf16" if DTYPE == "bf16" else "no",
             "ema": {"enabled": True, "device": "cpu"},
             "checkpoint": {"every_n_steps": 1, "keep_last": 2, "asynchronous": False},
             "validation": {

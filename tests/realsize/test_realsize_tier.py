@@ -20,6 +20,7 @@ import pytest
 import torch
 from realsize_helpers import (
     PERSISTENT_CACHE,
+    TORCH_DTYPE,
     REPO,
     GiB,
     fixed_inputs,
@@ -138,7 +139,7 @@ def test_exported_files_load_into_a_diffusers_pipeline_at_equal_outputs(
     from furlora.lora.adapters import LoraAdapters
 
     files = trained["summary_3"]["lora_files"]
-    pipe = StableDiffusionXLInpaintPipeline.from_pretrained(realsize_inpaint, variant="fp16", torch_dtype=torch.bfloat16)
+    pipe = StableDiffusionXLInpaintPipeline.from_pretrained(realsize_inpaint, variant="fp16", torch_dtype=TORCH_DTYPE)
     parts = (pipe.unet, pipe.text_encoder, pipe.text_encoder_2)
     inputs = fixed_inputs(pipe.unet.config.in_channels)
     base = sdxl_outputs(*parts, inputs)
