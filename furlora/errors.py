@@ -56,3 +56,9 @@ def format_problems(title: str, problems: list[str]) -> str:
     lines = [f"{title} ({len(problems)} problem{'s' if len(problems) != 1 else ''}):"]
     lines += [f"  - {p}" for p in problems]
     return "\n".join(lines)
+
+
+def listed(keys: list[str], limit: int = 12) -> str:
+    """The first ``limit`` keys, comma-separated, and how many more there are (for error messages)."""
+    shown = ", ".join(keys[:limit])
+    return shown + (f" ... ({len(keys) - limit} more)" if len(keys) > limit else "")

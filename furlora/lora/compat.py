@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from furlora.errors import LoraFormatError, format_problems
-from furlora.lora.formats import listed
+from furlora.errors import LoraFormatError, format_problems, listed
 from furlora.lora.weights import LoraWeights, split_key
 
 _EXAMPLES = 4

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from furlora.atomic import atomic_file
-from furlora.errors import LoraFormatError, format_problems
+from furlora.errors import LoraFormatError, format_problems, listed
 from furlora.lora.kohya_names import KOHYA_PREFIX, check_sdxl_module, kohya_module_name, parse_kohya_module_name
 from furlora.lora.settings import SaveFormat
 from furlora.lora.weights import LoraWeights, split_key
@@ -36,13 +36,6 @@ logger = logging.getLogger(__name__)
 ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # the header entry diffusers' loader reads
 SDXL_BASE_VERSION = "sdxl_base_v1-0"
 FORMAT_VERSION = "1"
-_MAX_LISTED = 12
-
-
-def listed(keys: list[str], limit: int = _MAX_LISTED) -> str:
-    """The first ``limit`` keys, comma-separated, and how many more there are (for error messages)."""
-    shown = ", ".join(keys[:limit])
-    return shown + (f" ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
 # ----------------------------------------------------------------------------- writing

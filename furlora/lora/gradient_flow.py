@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from furlora.errors import TrainingError, format_problems
-from furlora.lora.formats import listed
+from furlora.errors import TrainingError, format_problems, listed
 
 _EXAMPLES = 6
 
